@@ -1,0 +1,204 @@
+//! The Istio networking API as users write it: one Rust type per proto
+//! message, field for field, plus the Kubernetes envelope (metadata, origin).
+
+pub mod common;
+pub mod destination_rule;
+pub mod gateway;
+pub mod scalar;
+pub mod service_entry;
+pub mod sidecar;
+pub mod virtual_service;
+pub mod workload_entry;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+pub use common::*;
+pub use destination_rule::*;
+pub use gateway::*;
+pub use scalar::Duration;
+pub use service_entry::*;
+pub use sidecar::*;
+pub use virtual_service::*;
+pub use workload_entry::*;
+
+/// The API group all weir-native kinds belong to.
+pub const NETWORKING_GROUP: &str = "networking.istio.io";
+/// apiVersions served for every networking kind; they share one schema.
+pub const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+
+/// Kubernetes object metadata, the fields weir reads plus the ones
+/// Kubernetes writes (accepted so that `kubectl get -o yaml` output loads).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ObjectMeta {
+    pub name: String,
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub creation_timestamp: Option<String>,
+    pub generate_name: Option<String>,
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+    pub generation: Option<i64>,
+    pub deletion_timestamp: Option<String>,
+    pub deletion_grace_period_seconds: Option<i64>,
+    pub finalizers: Vec<String>,
+    pub owner_references: Vec<serde_json::Value>,
+    pub managed_fields: Vec<serde_json::Value>,
+    pub self_link: Option<String>,
+}
+
+/// Where an object came from: the file and the line of its document, plus
+/// the line of every field so messages can point at the exact spot.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Origin {
+    pub file: Arc<str>,
+    pub line: u32,
+    pub field_lines: Arc<FieldLines>,
+}
+
+impl Origin {
+    /// The line of `path` (as `spec.http[0].route`), or of its nearest
+    /// ancestor that was written, or of the document.
+    pub fn line_of(&self, path: &str) -> u32 {
+        let mut p = path;
+        loop {
+            if let Some(l) = self.field_lines.get(p) {
+                return l;
+            }
+            match p.rfind(['.', '[']) {
+                Some(i) => p = &p[..i],
+                None => return self.line,
+            }
+        }
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// Field path (`spec.http[0].route`) to 1-based line number.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FieldLines(Vec<(Box<str>, u32)>);
+
+impl FieldLines {
+    pub fn new(mut entries: Vec<(Box<str>, u32)>) -> Self {
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        FieldLines(entries)
+    }
+    pub fn get(&self, path: &str) -> Option<u32> {
+        self.0
+            .binary_search_by(|(p, _)| (**p).cmp(path))
+            .ok()
+            .map(|i| self.0[i].1)
+    }
+}
+
+/// The seven networking kinds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    VirtualService,
+    DestinationRule,
+    Gateway,
+    ServiceEntry,
+    Sidecar,
+    WorkloadEntry,
+    WorkloadGroup,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 7] = [
+        Kind::VirtualService,
+        Kind::DestinationRule,
+        Kind::Gateway,
+        Kind::ServiceEntry,
+        Kind::Sidecar,
+        Kind::WorkloadEntry,
+        Kind::WorkloadGroup,
+    ];
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Kind::VirtualService => "VirtualService",
+            Kind::DestinationRule => "DestinationRule",
+            Kind::Gateway => "Gateway",
+            Kind::ServiceEntry => "ServiceEntry",
+            Kind::Sidecar => "Sidecar",
+            Kind::WorkloadEntry => "WorkloadEntry",
+            Kind::WorkloadGroup => "WorkloadGroup",
+        }
+    }
+    pub fn from_name(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The typed spec of one networking object.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Spec {
+    VirtualService(VirtualService),
+    DestinationRule(DestinationRule),
+    Gateway(Gateway),
+    ServiceEntry(ServiceEntry),
+    Sidecar(Sidecar),
+    WorkloadEntry(WorkloadEntry),
+    WorkloadGroup(WorkloadGroup),
+}
+
+impl Spec {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Spec::VirtualService(_) => Kind::VirtualService,
+            Spec::DestinationRule(_) => Kind::DestinationRule,
+            Spec::Gateway(_) => Kind::Gateway,
+            Spec::ServiceEntry(_) => Kind::ServiceEntry,
+            Spec::Sidecar(_) => Kind::Sidecar,
+            Spec::WorkloadEntry(_) => Kind::WorkloadEntry,
+            Spec::WorkloadGroup(_) => Kind::WorkloadGroup,
+        }
+    }
+}
+
+/// One Istio networking object: envelope, typed spec and origin.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IstioObject {
+    pub api_version: String,
+    pub meta: ObjectMeta,
+    pub spec: Spec,
+    pub origin: Origin,
+}
+
+impl IstioObject {
+    pub fn kind(&self) -> Kind {
+        self.spec.kind()
+    }
+    /// `namespace/name`, as messages print it.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.meta.namespace, self.meta.name)
+    }
+}
+
+/// A Kubernetes object of another kind (Service, Secret, Deployment, ...),
+/// kept raw so that later stages can read Services, EndpointSlices and
+/// Secrets without changing the loader.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OtherObject {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub namespace: String,
+    pub raw: serde_json::Value,
+    pub origin: Origin,
+}
