@@ -14,8 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::types::{
-    FieldLines, IstioObject, Kind, NETWORKING_GROUP, NETWORKING_VERSIONS, ObjectMeta, Origin,
-    OtherObject, Spec,
+    FieldLines, IstioObject, Kind, NETWORKING_GROUP, NETWORKING_VERSIONS, ObjectMeta, Origin, OtherObject, Spec,
 };
 
 /// Nesting deeper than this is refused (no Istio object comes close).
@@ -163,10 +162,7 @@ pub fn load_file(path: &Path, opts: &LoadOptions) -> Loaded {
                 ..Loaded::default()
             },
         },
-        Err(e) => Loaded {
-            errors: vec![LoadError::Io { path: name, message: e.to_string() }],
-            ..Loaded::default()
-        },
+        Err(e) => Loaded { errors: vec![LoadError::Io { path: name, message: e.to_string() }], ..Loaded::default() },
     }
 }
 
@@ -354,7 +350,9 @@ fn classify(mut value: Value, origin: Origin, opts: &LoadOptions, out: &mut Load
     if !NETWORKING_VERSIONS.contains(&version) {
         out.problems.push(problem(
             "apiVersion",
-            format!("unsupported apiVersion {api_version:?} for {kind}: use {NETWORKING_GROUP}/v1, v1beta1 or v1alpha3"),
+            format!(
+                "unsupported apiVersion {api_version:?} for {kind}: use {NETWORKING_GROUP}/v1, v1beta1 or v1alpha3"
+            ),
         ));
         return;
     }
@@ -435,7 +433,9 @@ mod tests {
 
     #[test]
     fn unknown_field_names_its_path_and_line() {
-        let l = load("apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: a\n  trafficPolicy:\n    bogus: 1\n");
+        let l = load(
+            "apiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata: {name: d}\nspec:\n  host: a\n  trafficPolicy:\n    bogus: 1\n",
+        );
         assert_eq!(l.problems.len(), 1, "{l:?}");
         let p = &l.problems[0];
         assert_eq!(p.path, "spec.trafficPolicy.bogus");

@@ -84,7 +84,10 @@ impl Protocol {
 
     /// Opaque TCP family (`tcp` rules).
     pub fn is_tcp(&self) -> bool {
-        matches!(self, Protocol::Tcp | Protocol::Https | Protocol::Tls | Protocol::Mongo | Protocol::Redis | Protocol::Mysql)
+        matches!(
+            self,
+            Protocol::Tcp | Protocol::Https | Protocol::Tls | Protocol::Mongo | Protocol::Redis | Protocol::Mysql
+        )
     }
 }
 

@@ -94,10 +94,7 @@ impl FieldLines {
         FieldLines(entries)
     }
     pub fn get(&self, path: &str) -> Option<u32> {
-        self.0
-            .binary_search_by(|(p, _)| (**p).cmp(path))
-            .ok()
-            .map(|i| self.0[i].1)
+        self.0.binary_search_by(|(p, _)| (**p).cmp(path)).ok().map(|i| self.0[i].1)
     }
 }
 

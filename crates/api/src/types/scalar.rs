@@ -74,9 +74,7 @@ impl Duration {
             if num.is_empty() || num == "." {
                 return Err(format!("invalid duration {input:?}"));
             }
-            let unit_end = tail
-                .find(|c: char| c.is_ascii_digit() || c == '.')
-                .unwrap_or(tail.len());
+            let unit_end = tail.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(tail.len());
             let (unit, next) = tail.split_at(unit_end);
             let scale: i128 = match unit {
                 "ns" => 1,
@@ -201,9 +199,7 @@ pub(crate) mod lenient_int {
             }
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
-            v.trim()
-                .parse::<T>()
-                .map_err(|_| E::custom(format!("{v:?} is not an integer")))
+            v.trim().parse::<T>().map_err(|_| E::custom(format!("{v:?} is not an integer")))
         }
     }
 
@@ -252,11 +248,7 @@ pub mod int {
                 T::de(d).map(W)
             }
         }
-        Ok(Option::<Vec<W<T>>>::deserialize(d)?
-            .unwrap_or_default()
-            .into_iter()
-            .map(|w| w.0)
-            .collect())
+        Ok(Option::<Vec<W<T>>>::deserialize(d)?.unwrap_or_default().into_iter().map(|w| w.0).collect())
     }
 
     pub fn map<'de, D: Deserializer<'de>, T: ProtoInt>(

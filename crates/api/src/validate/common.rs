@@ -26,11 +26,7 @@ pub fn duration(d: &Duration) -> Result<(), String> {
 
 /// `ValidatePort`.
 pub fn port(port: i64) -> Result<(), String> {
-    if (1..=65535).contains(&port) {
-        Ok(())
-    } else {
-        Err(format!("port number {port} must be in the range 1..65535"))
-    }
+    if (1..=65535).contains(&port) { Ok(()) } else { Err(format!("port number {port} must be in the range 1..65535")) }
 }
 
 /// `labels.IsDNS1123Label`: `[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?`, at most 63 bytes.
@@ -127,10 +123,14 @@ pub fn wildcard_domain_for_gateway_vs(sni: bool, domain: &str) -> Result<(), Str
             return Err(format!("domain name {domain:?} invalid (label {dir:?} invalid)"));
         }
         if !port.bytes().any(|c| c.is_ascii_digit()) {
-            return Err(format!("domain name {domain:?} invalid (label {port:?} invalid). should follow {FORMAT} format"));
+            return Err(format!(
+                "domain name {domain:?} invalid (label {port:?} invalid). should follow {FORMAT} format"
+            ));
         }
         if !host.bytes().any(|c| c.is_ascii_alphabetic()) {
-            return Err(format!("domain name {domain:?} invalid (label {host:?} invalid). should follow {FORMAT} format"));
+            return Err(format!(
+                "domain name {domain:?} invalid (label {host:?} invalid). should follow {FORMAT} format"
+            ));
         }
         return Ok(());
     }
@@ -415,8 +415,9 @@ pub fn header_name_or_jwt_claim(name: &str) -> Result<(), String> {
 
 /// The `@request.auth.claims.<claim>` / `@request.auth.claims[a][b]` form.
 pub fn is_jwt_claim_route(name: &str) -> bool {
-    name.strip_prefix("@request.auth.claims")
-        .is_some_and(|rest| (rest.starts_with('.') && rest.len() > 1) || (rest.starts_with('[') && rest.ends_with(']') && rest.len() > 2))
+    name.strip_prefix("@request.auth.claims").is_some_and(|rest| {
+        (rest.starts_with('.') && rest.len() > 1) || (rest.starts_with('[') && rest.ends_with(']') && rest.len() > 2)
+    })
 }
 
 /// `ValidateHTTPHeaderName` family: strict RFC token, used for CORS too (with `*`).
@@ -516,10 +517,7 @@ mod tests {
         for bad in ["", "*foo.*.bar", "foo.*.bar", "foo..bar", "foo.123", "-foo.bar", &"a".repeat(256)] {
             assert!(wildcard_domain(bad).is_err(), "{bad}");
         }
-        assert_eq!(
-            wildcard_domain("foo.*.bar").unwrap_err(),
-            "domain name \"*.bar\" invalid (label \"*\" invalid)"
-        );
+        assert_eq!(wildcard_domain("foo.*.bar").unwrap_err(), "domain name \"*.bar\" invalid (label \"*\" invalid)");
     }
 
     #[test]
@@ -562,7 +560,9 @@ mod tests {
         assert!(run(&["~"], false, false)[0].contains("exportTo ~ (none) is not allowed"));
         assert!(run(&["~"], true, false).is_empty());
         assert!(run(&["~", "*"], true, false).iter().any(|m| m.contains("no one (~) and someone")));
-        assert!(run(&["ns", "."], false, false)[0].contains("duplicate entries in exportTo: . and current namespace ns"));
+        assert!(
+            run(&["ns", "."], false, false)[0].contains("duplicate entries in exportTo: . and current namespace ns")
+        );
         assert!(run(&["*", "a"], false, false)[0].contains("both public"));
         assert!(run(&["other"], false, true)[0].contains("beyond current namespace"));
     }

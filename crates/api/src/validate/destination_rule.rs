@@ -1,6 +1,6 @@
 //! DestinationRule validation (`ValidateDestinationRule` in istio/istio `pkg/config/validation`).
 
-use crate::types::{ObjectMeta, DestinationRule};
+use crate::types::{DestinationRule, ObjectMeta};
 
 use super::{P, Report};
 

@@ -1,6 +1,6 @@
 //! Gateway validation (`ValidateGateway` in istio/istio `pkg/config/validation`).
 
-use crate::types::{ObjectMeta, Gateway};
+use crate::types::{Gateway, ObjectMeta};
 
 use super::{P, Report};
 

@@ -138,7 +138,10 @@ fn validate_metadata(meta: &ObjectMeta, r: &mut Report) {
     if meta.annotations.contains_key("istio.io/dry-run") {
         r.error(
             &p,
-            format!("{}/{} has unsupported annotation istio.io/dry-run, please remove the annotation", meta.namespace, meta.name),
+            format!(
+                "{}/{} has unsupported annotation istio.io/dry-run, please remove the annotation",
+                meta.namespace, meta.name
+            ),
         );
     }
 }
