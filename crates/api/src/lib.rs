@@ -2,6 +2,7 @@
 //! are read from files (with the line of every field), and Istio's
 //! validation rules with Istio's messages.
 
+pub mod check;
 pub mod load;
 pub mod protocol;
 pub mod types;

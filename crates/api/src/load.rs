@@ -185,17 +185,24 @@ pub fn load_str(text: &str, file: &str, opts: &LoadOptions) -> Loaded {
         if matches!(doc.data, YamlData::Value(Scalar::Null)) {
             continue; // empty document, e.g. a trailing `---`
         }
-        if let Err(e) = load_document(doc, &file, opts, &mut out) {
+        if let Err(e) = load_document(doc, text, &file, opts, &mut out) {
             out.errors.push(e);
         }
     }
     out
 }
 
-fn load_document(doc: &MarkedYaml<'_>, file: &Arc<str>, opts: &LoadOptions, out: &mut Loaded) -> Result<(), LoadError> {
+fn load_document(
+    doc: &MarkedYaml<'_>,
+    text: &str,
+    file: &Arc<str>,
+    opts: &LoadOptions,
+    out: &mut Loaded,
+) -> Result<(), LoadError> {
     let line = line_of(doc);
     let mut lines = Vec::new();
-    let value = to_json(doc, &mut String::new(), &mut lines, 0, file)?;
+    let mut cx = Convert { file, text, lines: &mut lines };
+    let value = cx.to_json(doc, &mut String::new(), 0)?;
     // A `kind: List` holds objects in `items`; each is loaded as its own document.
     if value.get("kind").and_then(Value::as_str) == Some("List") {
         if let YamlData::Mapping(map) = &doc.data {
@@ -203,7 +210,7 @@ fn load_document(doc: &MarkedYaml<'_>, file: &Arc<str>, opts: &LoadOptions, out:
                 if matches!(&k.data, YamlData::Value(Scalar::String(s)) if s == "items") {
                     if let YamlData::Sequence(items) = &v.data {
                         for item in items {
-                            load_document(item, file, opts, out)?;
+                            load_document(item, text, file, opts, out)?;
                         }
                     }
                 }
@@ -220,74 +227,110 @@ fn line_of(node: &MarkedYaml<'_>) -> u32 {
     node.span.start.line() as u32
 }
 
-/// Converts a YAML node to JSON, recording the line of every field path.
-/// Null mapping values are dropped: protobuf JSON treats `null` as unset.
-fn to_json(
-    node: &MarkedYaml<'_>,
-    path: &mut String,
-    lines: &mut Vec<(Box<str>, u32)>,
-    depth: usize,
-    file: &Arc<str>,
-) -> Result<Value, LoadError> {
-    let syntax = |line: u32, message: String| LoadError::Syntax { path: file.to_string(), line, message };
-    if depth > MAX_DEPTH {
-        return Err(syntax(line_of(node), format!("nesting deeper than {MAX_DEPTH} levels")));
+/// State for converting one document.
+struct Convert<'a> {
+    file: &'a Arc<str>,
+    text: &'a str,
+    lines: &'a mut Vec<(Box<str>, u32)>,
+}
+
+impl Convert<'_> {
+    fn syntax(&self, line: u32, message: String) -> LoadError {
+        LoadError::Syntax { path: self.file.to_string(), line, message }
     }
-    if !path.is_empty() {
-        lines.push((path.as_str().into(), line_of(node)));
+
+    /// Converts a YAML node to JSON, recording the line of every field path.
+    /// Null mapping values are dropped: protobuf JSON treats `null` as unset.
+    fn to_json(&mut self, node: &MarkedYaml<'_>, path: &mut String, depth: usize) -> Result<Value, LoadError> {
+        if depth > MAX_DEPTH {
+            return Err(self.syntax(line_of(node), format!("nesting deeper than {MAX_DEPTH} levels")));
+        }
+        if !path.is_empty() {
+            self.lines.push((path.as_str().into(), line_of(node)));
+        }
+        Ok(match &node.data {
+            YamlData::Value(s) => scalar_to_json(s),
+            YamlData::Representation(text, _, _) => scalar_to_json(&Scalar::parse_from_cow(text.clone())),
+            YamlData::Tagged(tag, inner) => {
+                let v = self.to_json(inner, path, depth + 1)?;
+                if tag.handle == "tag:yaml.org,2002:" && tag.suffix == "str" {
+                    match v {
+                        Value::Number(n) => Value::String(n.to_string()),
+                        Value::Bool(b) => Value::String(b.to_string()),
+                        other => other,
+                    }
+                } else {
+                    v
+                }
+            }
+            YamlData::Sequence(items) => {
+                let mut arr = Vec::with_capacity(items.len());
+                for (i, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    let v = match self.colon_scalar(item) {
+                        Some(s) => {
+                            self.lines.push((path.as_str().into(), line_of(item)));
+                            Value::String(s)
+                        }
+                        None => self.to_json(item, path, depth + 1)?,
+                    };
+                    arr.push(v);
+                    path.truncate(len);
+                }
+                Value::Array(arr)
+            }
+            YamlData::Mapping(map) => {
+                let mut obj = Map::new();
+                for (k, v) in map.iter() {
+                    let key = match &k.data {
+                        YamlData::Value(s) => scalar_key(s),
+                        YamlData::Representation(text, _, _) => scalar_key(&Scalar::parse_from_cow(text.clone())),
+                        _ => return Err(self.syntax(line_of(k), "mapping keys must be plain scalars".into())),
+                    };
+                    if obj.contains_key(&key) {
+                        return Err(self.syntax(line_of(k), format!("duplicate key {key:?}")));
+                    }
+                    let len = path.len();
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(&key);
+                    let val = self.to_json(v, path, depth + 1)?;
+                    path.truncate(len);
+                    if !val.is_null() {
+                        obj.insert(key, val);
+                    }
+                }
+                Value::Object(obj)
+            }
+            YamlData::Alias(_) => return Err(self.syntax(line_of(node), "YAML aliases are not supported".into())),
+            YamlData::BadValue => return Err(self.syntax(line_of(node), "invalid value".into())),
+        })
     }
-    Ok(match &node.data {
-        YamlData::Value(s) => scalar_to_json(s),
-        YamlData::Representation(text, _, _) => scalar_to_json(&Scalar::parse_from_cow(text.clone())),
-        YamlData::Tagged(tag, inner) => {
-            let v = to_json(inner, path, lines, depth + 1, file)?;
-            if tag.handle == "tag:yaml.org,2002:" && tag.suffix == "str" {
-                match v {
-                    Value::Number(n) => Value::String(n.to_string()),
-                    Value::Bool(b) => Value::String(b.to_string()),
-                    other => other,
-                }
-            } else {
-                v
-            }
+
+    /// Kubernetes' YAML reader (go-yaml) reads `[a, 2001:db8::]` as two
+    /// strings, while YAML 1.2 reads the second item as the one-entry mapping
+    /// `{"2001:db8:": null}` because its last `:` precedes `]`. Users write
+    /// IPv6 addresses this way, so such an item is read back as the string.
+    fn colon_scalar(&self, item: &MarkedYaml<'_>) -> Option<String> {
+        let YamlData::Mapping(map) = &item.data else { return None };
+        if map.len() != 1 {
+            return None;
         }
-        YamlData::Sequence(items) => {
-            let mut arr = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                let len = path.len();
-                path.push_str(&format!("[{i}]"));
-                arr.push(to_json(item, path, lines, depth + 1, file)?);
-                path.truncate(len);
-            }
-            Value::Array(arr)
+        let (k, v) = map.iter().next()?;
+        if !matches!(v.data, YamlData::Value(Scalar::Null)) {
+            return None;
         }
-        YamlData::Mapping(map) => {
-            let mut obj = Map::new();
-            for (k, v) in map.iter() {
-                let key = match &k.data {
-                    YamlData::Value(s) => scalar_key(s),
-                    YamlData::Representation(text, _, _) => scalar_key(&Scalar::parse_from_cow(text.clone())),
-                    _ => return Err(syntax(line_of(k), "mapping keys must be plain scalars".into())),
-                };
-                if obj.contains_key(&key) {
-                    return Err(syntax(line_of(k), format!("duplicate key {key:?}")));
-                }
-                let len = path.len();
-                if !path.is_empty() {
-                    path.push('.');
-                }
-                path.push_str(&key);
-                let val = to_json(v, path, lines, depth + 1, file)?;
-                path.truncate(len);
-                if !val.is_null() {
-                    obj.insert(key, val);
-                }
-            }
-            Value::Object(obj)
-        }
-        YamlData::Alias(_) => return Err(syntax(line_of(node), "YAML aliases are not supported".into())),
-        YamlData::BadValue => return Err(syntax(line_of(node), "invalid value".into())),
-    })
+        let key = match &k.data {
+            YamlData::Value(Scalar::String(s)) => s.to_string(),
+            YamlData::Value(s @ (Scalar::Integer(_) | Scalar::FloatingPoint(_))) => scalar_key(s),
+            _ => return None,
+        };
+        let mut after = self.text.chars().skip(k.span.end.index());
+        let (colon, next) = (after.next()?, after.next()?);
+        (colon == ':' && matches!(next, ']' | ',' | '}')).then(|| format!("{key}:"))
+    }
 }
 
 fn scalar_to_json(s: &Scalar<'_>) -> Value {
@@ -469,6 +512,16 @@ mod tests {
         assert!(l.errors[0].line() >= 2, "{:?}", l.errors);
         let l = load("a: 1\na: 2\n");
         assert!(matches!(&l.errors[0], LoadError::Syntax { line: 2, .. }), "{:?}", l.errors);
+    }
+
+    #[test]
+    fn ipv6_in_flow_lists_reads_as_go_yaml_does() {
+        let l = load(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: s}\nspec:\n  hosts: [a.com]\n  addresses: [1.2.3.4, 001:db8::]\n",
+        );
+        assert!(l.problems.is_empty(), "{l:?}");
+        let Spec::ServiceEntry(se) = &l.objects[0].spec else { panic!() };
+        assert_eq!(se.addresses, vec!["1.2.3.4", "001:db8::"]);
     }
 
     #[test]
