@@ -63,6 +63,8 @@ fn expectation(text: &str) -> Expectation {
 #[test]
 fn istio_validation_cases() {
     let Some(dir) = cases_dir() else {
+        // CI always has ../shared beside the clone; elsewhere it may be absent.
+        assert!(std::env::var_os("CI").is_none(), "../shared/spec/validation-cases is missing");
         eprintln!("skipping: ../shared/spec/validation-cases not found");
         return;
     };
