@@ -84,18 +84,32 @@ impl fmt::Display for Origin {
     }
 }
 
-/// Field path (`spec.http[0].route`) to 1-based line number.
+/// Field path (`spec.http[0].route`) to 1-based line number. Paths are kept
+/// as 64-bit hashes: building this table is on the loading hot path, lookups
+/// happen only when a message is printed.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct FieldLines(Vec<(Box<str>, u32)>);
+pub struct FieldLines(Vec<(u64, u32)>);
 
 impl FieldLines {
-    pub fn new(mut entries: Vec<(Box<str>, u32)>) -> Self {
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    /// Entries are `(path_hash(path), line)`.
+    pub fn new(mut entries: Vec<(u64, u32)>) -> Self {
+        entries.sort_unstable_by_key(|e| e.0);
         FieldLines(entries)
     }
     pub fn get(&self, path: &str) -> Option<u32> {
-        self.0.binary_search_by(|(p, _)| (**p).cmp(path)).ok().map(|i| self.0[i].1)
+        let h = path_hash(path);
+        self.0.binary_search_by_key(&h, |e| e.0).ok().map(|i| self.0[i].1)
     }
+}
+
+/// FNV-1a over the path text: the key of [`FieldLines`].
+pub fn path_hash(path: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in path.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// The seven networking kinds.

@@ -9,16 +9,15 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
 
 use crate::types::{
     FieldLines, IstioObject, Kind, NETWORKING_GROUP, NETWORKING_VERSIONS, ObjectMeta, Origin, OtherObject, Spec,
 };
 
-/// Nesting deeper than this is refused (no Istio object comes close).
-const MAX_DEPTH: usize = 64;
+mod yaml;
+
+use yaml::{Ev, Stream};
 
 /// A file that could not be used at all.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -170,204 +169,82 @@ pub fn load_file(path: &Path, opts: &LoadOptions) -> Loaded {
 pub fn load_str(text: &str, file: &str, opts: &LoadOptions) -> Loaded {
     let mut out = Loaded::default();
     let file: Arc<str> = Arc::from(file);
-    let docs = match MarkedYaml::load_from_str(text) {
-        Ok(d) => d,
+    let stream = match yaml::parse(text) {
+        Ok(s) => s,
         Err(e) => {
-            out.errors.push(LoadError::Syntax {
-                path: file.to_string(),
-                line: e.marker().line() as u32,
-                message: e.info().to_string(),
-            });
+            out.errors.push(LoadError::Syntax { path: file.to_string(), line: e.line, message: e.message });
             return out;
         }
     };
-    for doc in &docs {
-        if matches!(doc.data, YamlData::Value(Scalar::Null)) {
-            continue; // empty document, e.g. a trailing `---`
-        }
-        if let Err(e) = load_document(doc, text, &file, opts, &mut out) {
-            out.errors.push(e);
+    for doc in &stream.docs {
+        match stream.events.get(doc.start) {
+            None => continue,
+            Some(Ev::Scalar(s, plain)) if doc.len() == 1 && yaml::resolve(s, *plain) == yaml::Scalar::Null => continue,
+            Some(_) => load_node(&stream, doc.start, &file, opts, &mut out),
         }
     }
     out
 }
 
-fn load_document(
-    doc: &MarkedYaml<'_>,
-    text: &str,
-    file: &Arc<str>,
-    opts: &LoadOptions,
-    out: &mut Loaded,
-) -> Result<(), LoadError> {
-    let line = line_of(doc);
-    let mut lines = Vec::new();
-    let mut cx = Convert { file, text, lines: &mut lines };
-    let value = cx.to_json(doc, &mut String::new(), 0)?;
-    // A `kind: List` holds objects in `items`; each is loaded as its own document.
-    if value.get("kind").and_then(Value::as_str) == Some("List") {
-        if let YamlData::Mapping(map) = &doc.data {
-            for (k, v) in map.iter() {
-                if matches!(&k.data, YamlData::Value(Scalar::String(s)) if s == "items") {
-                    if let YamlData::Sequence(items) = &v.data {
-                        for item in items {
-                            load_document(item, text, file, opts, out)?;
-                        }
-                    }
-                }
+/// Where the parts of one object's envelope are, as event indices.
+#[derive(Default)]
+struct Envelope<'e> {
+    api_version: &'e str,
+    kind: &'e str,
+    metadata: Option<usize>,
+    spec: Option<usize>,
+    items: Option<usize>,
+    unknown: Option<&'e str>,
+}
+
+/// Loads the object whose events start at `i` (a document root or a List item).
+fn load_node(stream: &Stream<'_>, i: usize, file: &Arc<str>, opts: &LoadOptions, out: &mut Loaded) {
+    let ev = &stream.events;
+    let mut field_lines = Vec::new();
+    if let Err(e) = yaml::field_lines(ev, &stream.lines, i, &mut field_lines) {
+        out.errors.push(LoadError::Syntax { path: file.to_string(), line: e.line, message: e.message });
+        return;
+    }
+    let origin =
+        Origin { file: file.clone(), line: stream.lines[i], field_lines: Arc::new(FieldLines::new(field_lines)) };
+    let not_null = |v: usize| !matches!(&ev[v], Ev::Scalar(s, p) if yaml::resolve(s, *p) == yaml::Scalar::Null);
+    let mut env = Envelope::default();
+    for (key, v) in yaml::entries(ev, i) {
+        match key {
+            "apiVersion" => env.api_version = yaml::scalar_str(ev, v).unwrap_or_default(),
+            "kind" => env.kind = yaml::scalar_str(ev, v).unwrap_or_default(),
+            "metadata" => env.metadata = Some(v).filter(|v| not_null(*v)),
+            "spec" => env.spec = Some(v).filter(|v| not_null(*v)),
+            "items" => env.items = Some(v),
+            "status" => {}
+            other if env.unknown.is_none() && not_null(v) => env.unknown = Some(other),
+            _ => {}
+        }
+    }
+    if env.kind == "List" {
+        if let Some(items) = env.items.filter(|v| matches!(ev[*v], Ev::SeqStart)) {
+            let mut k = items + 1;
+            while k < ev.len() && ev[k] != Ev::SeqEnd {
+                load_node(stream, k, file, opts, out);
+                k = yaml::skip(ev, k);
             }
         }
-        return Ok(());
+        return;
     }
-    let origin = Origin { file: file.clone(), line, field_lines: Arc::new(FieldLines::new(lines)) };
-    classify(value, origin, opts, out);
-    Ok(())
-}
-
-fn line_of(node: &MarkedYaml<'_>) -> u32 {
-    node.span.start.line() as u32
-}
-
-/// State for converting one document.
-struct Convert<'a> {
-    file: &'a Arc<str>,
-    text: &'a str,
-    lines: &'a mut Vec<(Box<str>, u32)>,
-}
-
-impl Convert<'_> {
-    fn syntax(&self, line: u32, message: String) -> LoadError {
-        LoadError::Syntax { path: self.file.to_string(), line, message }
-    }
-
-    /// Converts a YAML node to JSON, recording the line of every field path.
-    /// Null mapping values are dropped: protobuf JSON treats `null` as unset.
-    fn to_json(&mut self, node: &MarkedYaml<'_>, path: &mut String, depth: usize) -> Result<Value, LoadError> {
-        if depth > MAX_DEPTH {
-            return Err(self.syntax(line_of(node), format!("nesting deeper than {MAX_DEPTH} levels")));
-        }
-        if !path.is_empty() {
-            self.lines.push((path.as_str().into(), line_of(node)));
-        }
-        Ok(match &node.data {
-            YamlData::Value(s) => scalar_to_json(s),
-            YamlData::Representation(text, _, _) => scalar_to_json(&Scalar::parse_from_cow(text.clone())),
-            YamlData::Tagged(tag, inner) => {
-                let v = self.to_json(inner, path, depth + 1)?;
-                if tag.handle == "tag:yaml.org,2002:" && tag.suffix == "str" {
-                    match v {
-                        Value::Number(n) => Value::String(n.to_string()),
-                        Value::Bool(b) => Value::String(b.to_string()),
-                        other => other,
-                    }
-                } else {
-                    v
-                }
-            }
-            YamlData::Sequence(items) => {
-                let mut arr = Vec::with_capacity(items.len());
-                for (i, item) in items.iter().enumerate() {
-                    let len = path.len();
-                    path.push_str(&format!("[{i}]"));
-                    let v = match self.colon_scalar(item) {
-                        Some(s) => {
-                            self.lines.push((path.as_str().into(), line_of(item)));
-                            Value::String(s)
-                        }
-                        None => self.to_json(item, path, depth + 1)?,
-                    };
-                    arr.push(v);
-                    path.truncate(len);
-                }
-                Value::Array(arr)
-            }
-            YamlData::Mapping(map) => {
-                let mut obj = Map::new();
-                for (k, v) in map.iter() {
-                    let key = match &k.data {
-                        YamlData::Value(s) => scalar_key(s),
-                        YamlData::Representation(text, _, _) => scalar_key(&Scalar::parse_from_cow(text.clone())),
-                        _ => return Err(self.syntax(line_of(k), "mapping keys must be plain scalars".into())),
-                    };
-                    if obj.contains_key(&key) {
-                        return Err(self.syntax(line_of(k), format!("duplicate key {key:?}")));
-                    }
-                    let len = path.len();
-                    if !path.is_empty() {
-                        path.push('.');
-                    }
-                    path.push_str(&key);
-                    let val = self.to_json(v, path, depth + 1)?;
-                    path.truncate(len);
-                    if !val.is_null() {
-                        obj.insert(key, val);
-                    }
-                }
-                Value::Object(obj)
-            }
-            YamlData::Alias(_) => return Err(self.syntax(line_of(node), "YAML aliases are not supported".into())),
-            YamlData::BadValue => return Err(self.syntax(line_of(node), "invalid value".into())),
-        })
-    }
-
-    /// Kubernetes' YAML reader (go-yaml) reads `[a, 2001:db8::]` as two
-    /// strings, while YAML 1.2 reads the second item as the one-entry mapping
-    /// `{"2001:db8:": null}` because its last `:` precedes `]`. Users write
-    /// IPv6 addresses this way, so such an item is read back as the string.
-    fn colon_scalar(&self, item: &MarkedYaml<'_>) -> Option<String> {
-        let YamlData::Mapping(map) = &item.data else { return None };
-        if map.len() != 1 {
-            return None;
-        }
-        let (k, v) = map.iter().next()?;
-        if !matches!(v.data, YamlData::Value(Scalar::Null)) {
-            return None;
-        }
-        let key = match &k.data {
-            YamlData::Value(Scalar::String(s)) => s.to_string(),
-            YamlData::Value(s @ (Scalar::Integer(_) | Scalar::FloatingPoint(_))) => scalar_key(s),
-            _ => return None,
-        };
-        let mut after = self.text.chars().skip(k.span.end.index());
-        let (colon, next) = (after.next()?, after.next()?);
-        (colon == ':' && matches!(next, ']' | ',' | '}')).then(|| format!("{key}:"))
-    }
-}
-
-fn scalar_to_json(s: &Scalar<'_>) -> Value {
-    match s {
-        Scalar::Null => Value::Null,
-        Scalar::Boolean(b) => Value::Bool(*b),
-        Scalar::Integer(i) => Value::from(*i),
-        Scalar::FloatingPoint(f) => serde_json::Number::from_f64(f.into_inner())
-            .map(Value::Number)
-            .unwrap_or_else(|| Value::String(f.to_string())),
-        Scalar::String(s) => Value::String(s.to_string()),
-    }
-}
-
-fn scalar_key(s: &Scalar<'_>) -> String {
-    match s {
-        Scalar::Null => "null".into(),
-        Scalar::Boolean(b) => b.to_string(),
-        Scalar::Integer(i) => i.to_string(),
-        Scalar::FloatingPoint(f) => f.to_string(),
-        Scalar::String(s) => s.to_string(),
-    }
-}
-
-/// Sorts one decoded document into an Istio object, another object, or a problem.
-fn classify(mut value: Value, origin: Origin, opts: &LoadOptions, out: &mut Loaded) {
-    let str_field = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-    let api_version = str_field(&value, "apiVersion");
-    let kind = str_field(&value, "kind");
-    let meta_v = value.get("metadata").cloned().unwrap_or(Value::Null);
-    let name = str_field(&meta_v, "name");
-    let namespace = match str_field(&meta_v, "namespace") {
+    let meta_field = |name: &str| {
+        env.metadata
+            .and_then(|m| yaml::entries(ev, m).find(|(k, _)| *k == name))
+            .and_then(|(_, v)| yaml::scalar_str(ev, v))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let name = meta_field("name");
+    let namespace = match meta_field("namespace") {
         ns if ns.is_empty() => opts.default_namespace.clone(),
         ns => ns,
     };
     let problem = |path: &str, message: String| DecodeProblem {
-        kind: kind.clone(),
+        kind: env.kind.to_string(),
         namespace: namespace.clone(),
         name: name.clone(),
         path: path.to_string(),
@@ -375,19 +252,21 @@ fn classify(mut value: Value, origin: Origin, opts: &LoadOptions, out: &mut Load
         message,
         origin: origin.clone(),
     };
-    if !value.is_object() {
+    if ev[i] != Ev::MapStart {
         out.problems.push(problem("", "expected a Kubernetes object (a mapping with apiVersion and kind)".into()));
         return;
     }
-    if api_version.is_empty() || kind.is_empty() {
-        let missing = if api_version.is_empty() { "apiVersion" } else { "kind" };
+    if env.api_version.is_empty() || env.kind.is_empty() {
+        let missing = if env.api_version.is_empty() { "apiVersion" } else { "kind" };
         out.problems.push(problem(missing, format!("{missing} is required")));
         return;
     }
+    let (api_version, kind) = (env.api_version.to_string(), env.kind.to_string());
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version.as_str()));
     let istio_kind = (group == NETWORKING_GROUP).then(|| Kind::from_name(&kind)).flatten();
     let Some(istio_kind) = istio_kind else {
-        out.others.push(OtherObject { api_version, kind, name, namespace, raw: value, origin });
+        let raw = decode::<serde_json::Value>(ev, Some(i), "", &kind).unwrap_or(serde_json::Value::Null);
+        out.others.push(OtherObject { api_version, kind, name, namespace, raw, origin });
         return;
     };
     if !NETWORKING_VERSIONS.contains(&version) {
@@ -399,31 +278,26 @@ fn classify(mut value: Value, origin: Origin, opts: &LoadOptions, out: &mut Load
         ));
         return;
     }
-    let Some(obj) = value.as_object_mut() else { return };
-    let meta_raw = obj.remove("metadata").unwrap_or_else(|| Value::Object(Map::new()));
-    let spec_raw = obj.remove("spec").unwrap_or_else(|| Value::Object(Map::new()));
-    obj.remove("apiVersion");
-    obj.remove("kind");
-    obj.remove("status");
-    if let Some(extra) = obj.keys().next() {
+    if let Some(extra) = env.unknown {
         out.problems.push(problem(extra, format!("unknown field {extra:?} in {kind}")));
         return;
     }
-    let mut meta: ObjectMeta = match decode(meta_raw, "metadata", &kind) {
+    let mut meta: ObjectMeta = match decode(ev, env.metadata, "metadata", &kind) {
         Ok(m) => m,
         Err((path, msg)) => return out.problems.push(problem(&path, msg)),
     };
     if meta.namespace.is_empty() {
         meta.namespace = opts.default_namespace.clone();
     }
+    let s = env.spec;
     let spec = match istio_kind {
-        Kind::VirtualService => decode(spec_raw, "spec", &kind).map(Spec::VirtualService),
-        Kind::DestinationRule => decode(spec_raw, "spec", &kind).map(Spec::DestinationRule),
-        Kind::Gateway => decode(spec_raw, "spec", &kind).map(Spec::Gateway),
-        Kind::ServiceEntry => decode(spec_raw, "spec", &kind).map(Spec::ServiceEntry),
-        Kind::Sidecar => decode(spec_raw, "spec", &kind).map(Spec::Sidecar),
-        Kind::WorkloadEntry => decode(spec_raw, "spec", &kind).map(Spec::WorkloadEntry),
-        Kind::WorkloadGroup => decode(spec_raw, "spec", &kind).map(Spec::WorkloadGroup),
+        Kind::VirtualService => decode(ev, s, "spec", &kind).map(Spec::VirtualService),
+        Kind::DestinationRule => decode(ev, s, "spec", &kind).map(Spec::DestinationRule),
+        Kind::Gateway => decode(ev, s, "spec", &kind).map(Spec::Gateway),
+        Kind::ServiceEntry => decode(ev, s, "spec", &kind).map(Spec::ServiceEntry),
+        Kind::Sidecar => decode(ev, s, "spec", &kind).map(Spec::Sidecar),
+        Kind::WorkloadEntry => decode(ev, s, "spec", &kind).map(Spec::WorkloadEntry),
+        Kind::WorkloadGroup => decode(ev, s, "spec", &kind).map(Spec::WorkloadGroup),
     };
     match spec {
         Ok(spec) => out.objects.push(IstioObject { api_version, meta, spec, origin }),
@@ -431,12 +305,27 @@ fn classify(mut value: Value, origin: Origin, opts: &LoadOptions, out: &mut Load
     }
 }
 
-/// Decodes `value` (found at `root`) into `T`; on failure returns the field
-/// path and a message that names what to fix.
-fn decode<T: DeserializeOwned>(value: Value, root: &str, kind: &str) -> Result<T, (String, String)> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+/// Decodes the node at `at` (found at field `root`; absent means `{}`) into
+/// `T`; on failure returns the field path and a message naming what to fix.
+fn decode<T: DeserializeOwned + Default>(
+    ev: &[Ev<'_>],
+    at: Option<usize>,
+    root: &str,
+    kind: &str,
+) -> Result<T, (String, String)> {
+    let Some(at) = at else { return Ok(T::default()) };
+    // Tracking the path costs an allocation per key, so only a failed decode
+    // is repeated with tracking on to say where it failed.
+    if let Ok(v) = T::deserialize(&mut yaml::De::new(ev, at)) {
+        return Ok(v);
+    }
+    serde_path_to_error::deserialize(&mut yaml::De::new(ev, at)).map_err(|e| {
         let inner = e.path().to_string();
-        let path = if inner == "." || inner.is_empty() { root.to_string() } else { format!("{root}.{inner}") };
+        let path = match (root.is_empty(), inner == "." || inner.is_empty()) {
+            (_, true) => root.to_string(),
+            (true, false) => inner,
+            (false, false) => format!("{root}.{inner}"),
+        };
         let msg = e.into_inner().to_string();
         let msg = match msg.strip_prefix("unknown field `") {
             Some(rest) => {
