@@ -290,6 +290,11 @@ fn load_node(stream: &Stream<'_>, i: usize, file: &Arc<str>, opts: &LoadOptions,
         meta.namespace = opts.default_namespace.clone();
     }
     let s = env.spec;
+    // The CRDs of these kinds require `spec`; the others default it.
+    if s.is_none() && matches!(istio_kind, Kind::ServiceEntry | Kind::WorkloadEntry | Kind::WorkloadGroup) {
+        out.problems.push(problem("spec", "Required value".into()));
+        return;
+    }
     let spec = match istio_kind {
         Kind::VirtualService => decode(ev, s, "spec", &kind).map(Spec::VirtualService),
         Kind::DestinationRule => decode(ev, s, "spec", &kind).map(Spec::DestinationRule),

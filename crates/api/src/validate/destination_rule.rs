@@ -301,7 +301,8 @@ fn load_balancer(lb: &LoadBalancerSettings, outlier: Option<&OutlierDetection>, 
         r.error(&p.f("warmupDurationSecs"), "Invalid value: \"string\": must be a valid duration greater than 1ms");
     }
     if lb.warmup_duration_secs.is_some() && lb.warmup.is_some() {
-        r.error(p, "Invalid value: \"object\": only one of warmupDurationSecs or warmup can be set");
+        // Istio accepts both and uses `warmup`; say so rather than reject.
+        r.warn(&p.f("warmupDurationSecs"), "warmupDurationSecs is ignored because warmup is set");
     }
     if let Some(w) = &lb.warmup {
         warmup(w, &p.f("warmup"), r);
@@ -1099,10 +1100,7 @@ mod tests {
             &lb("{warmupDurationSecs: 0s}"),
             &["warmupDurationSecs: Invalid value: \"string\": must be a valid duration greater than 1ms"],
         );
-        invalid(
-            &lb("{warmupDurationSecs: 60s, warmup: {duration: 60s}}"),
-            &["only one of warmupDurationSecs or warmup can be set"],
-        );
+        valid_warns(&lb("{warmupDurationSecs: 60s, warmup: {duration: 60s}}"), "warmupDurationSecs is ignored");
     }
 
     #[test]

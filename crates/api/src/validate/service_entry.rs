@@ -18,10 +18,6 @@ const ENABLE_AUTOALLOCATE_IP: &str = "networking.istio.io/enable-autoallocate-ip
 const USE_WAYPOINT: &str = "istio.io/use-waypoint";
 
 pub(super) fn validate(meta: &ObjectMeta, spec: &ServiceEntry, p: &P, r: &mut Report) {
-    if *spec == ServiceEntry::default() {
-        // The loader turns a missing `spec` into an empty one; the CRD requires it.
-        schema::required(r, p);
-    }
     crd(spec, p, r);
     webhook(meta, spec, p, r);
 }
@@ -368,9 +364,14 @@ mod tests {
     }
 
     #[test]
-    fn missing_spec() {
-        let r = run("  {}\n");
-        assert!(err(&r, "spec: Required value"));
+    fn missing_spec_is_rejected_by_the_loader() {
+        let l = crate::load_str(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: x}\n",
+            "t.yaml",
+            &Default::default(),
+        );
+        assert_eq!(l.problems.len(), 1);
+        assert_eq!((l.problems[0].path.as_str(), l.problems[0].message.as_str()), ("spec", "Required value"));
     }
 
     #[test]

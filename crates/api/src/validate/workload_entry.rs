@@ -14,18 +14,11 @@ use super::common::{self, UNIX_ADDRESS_PREFIX};
 use super::{P, Report};
 
 pub(super) fn validate_entry(_meta: &ObjectMeta, spec: &WorkloadEntry, p: &P, r: &mut Report) {
-    if *spec == WorkloadEntry::default() {
-        // The loader turns a missing `spec` into an empty one; the CRD requires it.
-        schema::required(r, p);
-    }
     crd_entry(spec, p, r, false);
     entry(spec, None, true, p, r);
 }
 
 pub(super) fn validate_group(_meta: &ObjectMeta, spec: &WorkloadGroup, p: &P, r: &mut Report) {
-    if *spec == WorkloadGroup::default() {
-        schema::required(r, p);
-    }
     crd_group(spec, p, r);
     webhook_group(spec, p, r);
 }
@@ -391,7 +384,6 @@ mod tests {
         let r = run_entry(&WorkloadEntry::default());
         assert!(err(&r, "address is required"));
         assert!(err(&r, "spec: Invalid value: \"object\": Address is required"));
-        assert!(err(&r, "spec: Required value"));
         let r = run_entry(&WorkloadEntry { network: "network-2".into(), ..Default::default() });
         assert!(!r.has_errors(), "{:?}", r.findings);
         assert!(has(&r, Severity::Warning, "address is unset with network \"network-2\""));
