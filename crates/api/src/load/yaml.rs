@@ -161,27 +161,23 @@ pub fn resolve<'s>(text: &'s str, plain: bool) -> Scalar<'s> {
     if !(first.is_ascii_digit() || matches!(first, b'-' | b'+' | b'.')) {
         return Scalar::Str(text);
     }
-    if let Some(hex) = text.strip_prefix("0x") {
-        if let Ok(v) = i64::from_str_radix(hex, 16) {
+    if let Some(hex) = text.strip_prefix("0x")
+        && let Ok(v) = i64::from_str_radix(hex, 16) {
             return Scalar::Int(v);
         }
-    }
-    if let Some(oct) = text.strip_prefix("0o") {
-        if let Ok(v) = i64::from_str_radix(oct, 8) {
+    if let Some(oct) = text.strip_prefix("0o")
+        && let Ok(v) = i64::from_str_radix(oct, 8) {
             return Scalar::Int(v);
         }
-    }
     let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
-    if !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()) {
-        if let Ok(v) = text.parse::<i64>() {
+    if !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit())
+        && let Ok(v) = text.parse::<i64>() {
             return Scalar::Int(v);
         }
-    }
-    if is_float(digits) {
-        if let Ok(v) = text.parse::<f64>() {
+    if is_float(digits)
+        && let Ok(v) = text.parse::<f64>() {
             return Scalar::Float(v);
         }
-    }
     Scalar::Str(text)
 }
 
@@ -405,12 +401,11 @@ impl<'de, 'e, 'a> Deserializer<'de> for &mut De<'e, 'a> {
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
-        if let Ev::Scalar(s, plain) = self.peek()? {
-            if resolve(s, *plain) == Scalar::Null {
+        if let Ev::Scalar(s, plain) = self.peek()?
+            && resolve(s, *plain) == Scalar::Null {
                 self.pos += 1;
                 return v.visit_none();
             }
-        }
         v.visit_some(self)
     }
 
@@ -510,12 +505,11 @@ impl<'de> MapAccess<'de> for Map<'_, '_, '_> {
                     let key: &str = k.as_ref();
                     let value = self.de.pos + 1;
                     // `key: null` (or `key:`) means the field is unset.
-                    if let Some(Ev::Scalar(s, plain)) = ev.get(value) {
-                        if resolve(s, *plain) == Scalar::Null {
+                    if let Some(Ev::Scalar(s, plain)) = ev.get(value)
+                        && resolve(s, *plain) == Scalar::Null {
                             self.de.pos = value + 1;
                             continue;
                         }
-                    }
                     self.de.pos = value;
                     return seed.deserialize(key.into_deserializer()).map(Some);
                 }
