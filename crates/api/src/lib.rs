@@ -8,6 +8,6 @@ pub mod protocol;
 pub mod types;
 pub mod validate;
 
-pub use load::{DecodeProblem, LoadError, LoadOptions, Loaded, load_paths, load_str};
+pub use load::{DecodeProblem, DocumentError, LoadError, LoadOptions, Loaded, decode_document, load_paths, load_str};
 pub use types::{IstioObject, Kind, Spec};
 pub use validate::{Finding, Report, Severity, validate};

@@ -186,6 +186,36 @@ pub fn load_str(text: &str, file: &str, opts: &LoadOptions) -> Loaded {
     out
 }
 
+/// A problem decoding a standalone document (see [`decode_document`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{file}:{line}: {path}: {message}")]
+pub struct DocumentError {
+    pub file: String,
+    pub line: u32,
+    pub path: String,
+    pub message: String,
+}
+
+/// Decodes the first document of `text` (YAML or JSON) into `T`, with the
+/// same rules as Istio objects (unknown fields rejected, `null` = unset,
+/// snake_case aliases). Used for weir's own config files such as the mesh config.
+pub fn decode_document<T: DeserializeOwned + Default>(text: &str, file: &str) -> Result<T, DocumentError> {
+    let err = |line: u32, path: String, message: String| DocumentError { file: file.to_string(), line, path, message };
+    let stream = yaml::parse(text).map_err(|e| err(e.line, String::new(), e.message))?;
+    let Some(doc) = stream.docs.iter().find(|d| !d.is_empty()) else { return Ok(T::default()) };
+    let mut lines = Vec::new();
+    yaml::field_lines(&stream.events, &stream.lines, doc.start, &mut lines)
+        .map_err(|e| err(e.line, String::new(), e.message))?;
+    let root_line = stream.lines[doc.start];
+    if matches!(&stream.events[doc.start], Ev::Scalar(s, p) if yaml::resolve(s, *p) == yaml::Scalar::Null) {
+        return Ok(T::default());
+    }
+    decode(&stream.events, Some(doc.start), "", "document").map_err(|(path, message)| {
+        let origin = Origin { file: Arc::from(file), line: root_line, field_lines: Arc::new(FieldLines::new(lines)) };
+        err(origin.line_of(&path), path, message)
+    })
+}
+
 /// Where the parts of one object's envelope are, as event indices.
 #[derive(Default)]
 struct Envelope<'e> {
