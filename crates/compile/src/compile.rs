@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use crate::destination_rule::DrIndex;
-use crate::message::Messages;
 use crate::mesh::MeshConfig;
+use crate::message::Messages;
 use crate::model::{Cluster, Listener, NodeSummary, RouteTable, Snapshot};
 use crate::node::Node;
 use crate::registry::{Registry, Service};
@@ -54,7 +54,9 @@ impl<'a> Context<'a> {
             .services
             .iter()
             .filter(|s| s.visibility.visible_to(&s.namespace, ns))
-            .filter(|s| !self.node.role.sidecar() || self.node.role.gateway() || self.scope.imports(&s.namespace, &s.hostname))
+            .filter(|s| {
+                !self.node.role.sidecar() || self.node.role.gateway() || self.scope.imports(&s.namespace, &s.hostname)
+            })
             .collect()
     }
 }

@@ -7,11 +7,14 @@
 //! `destination_rule`, `policy` and `cluster` (upstream), `gateway` and
 //! `outbound` (the two roles' listeners), `model` (the snapshot).
 
+pub mod analyze;
 pub mod cluster;
 pub mod compile;
 pub mod destination_rule;
+pub mod explain;
 pub mod gateway;
 pub mod host;
+pub mod matcher;
 pub mod mesh;
 pub mod message;
 pub mod model;

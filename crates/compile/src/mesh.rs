@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use weir_api::types::{Duration, HttpRetry, LocalityLoadBalancerSetting};
 
 /// The file name weir reads the mesh config from, in the config directory.
-pub const MESH_FILE: &str = "weir-mesh.yaml";
+pub const MESH_FILE: &str = weir_api::load::MESH_CONFIG_FILE;
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]

@@ -116,7 +116,7 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P], opts: &LoadOptions) -> Loaded {
 }
 
 /// The config files under `path`: itself when it is a file, else the
-/// matching files below it in a stable order.
+/// matching files below it in a stable order (the mesh config file excluded).
 pub fn config_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
     let io = |e: std::io::Error| LoadError::Io { path: path.display().to_string(), message: e.to_string() };
     let meta = std::fs::metadata(path).map_err(io)?;
@@ -146,8 +146,12 @@ pub fn config_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
     Ok(files)
 }
 
+/// weir's mesh-wide settings file; read by the compiler, not as an Istio object.
+pub const MESH_CONFIG_FILE: &str = "weir-mesh.yaml";
+
 fn is_config_file(p: &Path) -> bool {
     matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+        && p.file_name().and_then(|n| n.to_str()) != Some(MESH_CONFIG_FILE)
 }
 
 /// Loads one file.

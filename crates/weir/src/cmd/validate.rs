@@ -46,11 +46,7 @@ fn print_text(c: &Checked, quiet: bool, out: &mut impl Write) -> anyhow::Result<
     for r in &c.findings {
         let prefix = if r.severity == Severity::Warning { "warning: " } else { "" };
         let path = if r.path.is_empty() { String::new() } else { format!("{}: ", r.path) };
-        writeln!(
-            out,
-            "{prefix}{}:{}: {} {}/{}: {path}{}",
-            r.file, r.line, r.kind, r.namespace, r.name, r.message
-        )?;
+        writeln!(out, "{prefix}{}:{}: {} {}/{}: {path}{}", r.file, r.line, r.kind, r.namespace, r.name, r.message)?;
     }
     let s = &c.summary;
     writeln!(out, "{} objects: {} valid, {} invalid, {} warnings", s.objects, s.valid, s.invalid, s.warnings)?;
