@@ -46,18 +46,15 @@ impl<'a> Context<'a> {
     }
 
     /// Services this node can send to: visible from its namespace and, for
-    /// the sidecar role, imported by its Sidecar scope.
+    /// the sidecar role, imported by its Sidecar scope (gateways see every
+    /// visible service).
     pub fn reachable_services(&self) -> Vec<&'a Arc<Service>> {
         let ns = self.node.namespace.as_str();
-        self.input
-            .registry
-            .services
-            .iter()
-            .filter(|s| s.visibility.visible_to(&s.namespace, ns))
-            .filter(|s| {
-                !self.node.role.sidecar() || self.node.role.gateway() || self.scope.imports(&s.namespace, &s.hostname)
-            })
-            .collect()
+        if self.node.role.gateway() {
+            self.input.registry.visible_from(ns).collect()
+        } else {
+            self.scope.services(self.input.registry, ns)
+        }
     }
 }
 

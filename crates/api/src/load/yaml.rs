@@ -459,6 +459,25 @@ impl<'de, 'e, 'a> Deserializer<'de> for &mut De<'e, 'a> {
         self.deserialize_map(v)
     }
 
+    /// Unit variants by name (`mode: REGISTRY_ONLY`), for serde-derived enums.
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, DeError> {
+        match self.peek()? {
+            Ev::Scalar(s, plain) => match resolve(s, *plain) {
+                Scalar::Str(s) => {
+                    self.pos += 1;
+                    v.visit_enum(s.into_deserializer())
+                }
+                _ => Err(de::Error::invalid_type(self.unexpected(), &v)),
+            },
+            _ => Err(de::Error::invalid_type(self.unexpected(), &v)),
+        }
+    }
+
     fn deserialize_ignored_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
         self.pos = skip(self.ev, self.pos);
         v.visit_unit()
@@ -466,7 +485,7 @@ impl<'de, 'e, 'a> Deserializer<'de> for &mut De<'e, 'a> {
 
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char bytes byte_buf unit unit_struct
-        newtype_struct tuple tuple_struct enum
+        newtype_struct tuple tuple_struct
     }
 }
 
