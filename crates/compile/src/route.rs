@@ -844,39 +844,14 @@ fn direct_response(d: &HttpDirectResponse) -> RouteAction {
 
 /// Standard or URL-safe base64, padding optional, whitespace ignored (protojson accepts both alphabets).
 pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let mut acc: u32 = 0;
-    let mut bits = 0u32;
-    let mut padding = false;
-    for c in text.bytes().filter(|c| !c.is_ascii_whitespace()) {
-        if c == b'=' {
-            padding = true;
-            continue;
-        }
-        if padding {
-            return None;
-        }
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    // A lone trailing sextet cannot encode a byte.
-    if bits >= 6 {
-        return None;
-    }
-    Some(out)
+    use base64::Engine as _;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurposeConfig =
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent);
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    let standard = GeneralPurpose::new(&base64::alphabet::STANDARD, LENIENT);
+    let url_safe = GeneralPurpose::new(&base64::alphabet::URL_SAFE, LENIENT);
+    standard.decode(&compact).or_else(|_| url_safe.decode(&compact)).ok()
 }
 
 /// `TranslateFault`: a delay needs `fixedDelay` (exponential delays are not
