@@ -92,6 +92,10 @@ pub fn explain(snap: &Snapshot, req: &SimRequest) -> Explanation {
         headers: &headers,
     };
     let sni = host_without_port(&req.host);
+    // The destination address the client connects to: the URL host when it
+    // is an IP, else whatever the name resolves to (unknown here), so chains
+    // that match only specific service VIPs are skipped.
+    let dest_ip: Option<std::net::IpAddr> = sni.trim_matches(['[', ']']).parse().ok();
     // Gateway listeners first, then sidecar ones: the first that has a virtual host decides.
     let mut last_failure = String::new();
     for l in listeners {
@@ -103,7 +107,9 @@ pub fn explain(snap: &Snapshot, req: &SimRequest) -> Explanation {
                 Some(crate::model::Transport::RawBuffer) => req.scheme == "http",
                 None => true,
             };
-            sni_ok && tls_ok
+            let dest_ok = c.matcher.destination_subnets.is_empty()
+                || dest_ip.is_some_and(|ip| c.matcher.destination_subnets.iter().any(|n| in_subnet(ip, n)));
+            sni_ok && tls_ok && dest_ok
         });
         let origins = if l.origins.is_empty() { String::new() } else { format!(", from {}", join(&l.origins)) };
         let _ = writeln!(out, "listener:      {} ({:?} role{origins})", l.name, l.role);
@@ -140,6 +146,28 @@ pub fn explain(snap: &Snapshot, req: &SimRequest) -> Explanation {
     }
     let _ = writeln!(out, "not routed:    {last_failure}");
     Explanation { routed: false, text: out }
+}
+
+/// Whether `ip` is `subnet` (an address or a CIDR block).
+fn in_subnet(ip: std::net::IpAddr, subnet: &str) -> bool {
+    let (addr, bits) = match subnet.split_once('/') {
+        Some((a, b)) => (a, b.parse::<u32>().ok()),
+        None => (subnet, None),
+    };
+    let Ok(net) = addr.parse::<std::net::IpAddr>() else { return false };
+    match (ip, net) {
+        (std::net::IpAddr::V4(a), std::net::IpAddr::V4(n)) => {
+            let bits = bits.unwrap_or(32).min(32);
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (std::net::IpAddr::V6(a), std::net::IpAddr::V6(n)) => {
+            let bits = bits.unwrap_or(128).min(128);
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
 }
 
 fn sni_matches(name: &str, sni: &str) -> bool {
@@ -296,6 +324,16 @@ mod tests {
         assert_eq!((r.scheme.as_str(), r.port), ("http", 80));
         assert!(SimRequest::from_url("GET", "ftp://x", vec![]).is_err());
         assert!(SimRequest::from_url("GET", "http://x:99999/", vec![]).is_err());
+    }
+
+    #[test]
+    fn subnets() {
+        let ip = |s: &str| s.parse().unwrap();
+        assert!(in_subnet(ip("10.1.2.3"), "10.0.0.0/8"));
+        assert!(!in_subnet(ip("11.1.2.3"), "10.0.0.0/8"));
+        assert!(in_subnet(ip("10.1.2.3"), "10.1.2.3"));
+        assert!(in_subnet(ip("::1"), "::/0"));
+        assert!(!in_subnet(ip("::1"), "10.0.0.0/8"));
     }
 
     #[test]

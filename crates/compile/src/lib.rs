@@ -14,6 +14,7 @@ pub mod destination_rule;
 pub mod explain;
 pub mod gateway;
 pub mod host;
+pub mod listener;
 pub mod matcher;
 pub mod mesh;
 pub mod message;

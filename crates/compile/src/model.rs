@@ -103,7 +103,7 @@ pub struct ChainMatch {
     pub transport: Option<Transport>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Transport {
     Tls,
