@@ -46,9 +46,10 @@ fn expectation(text: &str) -> Expectation {
     for line in text.lines().take_while(|l| l.starts_with('#')) {
         for marker in ["expected error:", "expected error contains:", "also expected error:"] {
             if let Some(e) = quoted_after(line, marker)
-                && !line.starts_with("# equivalent") {
-                    errors.push(e);
-                }
+                && !line.starts_with("# equivalent")
+            {
+                errors.push(e);
+            }
         }
         for marker in ["expected warning:", "expected warning contains:"] {
             if let Some(w) = quoted_after(line, marker) {

@@ -6,11 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 fn weir(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("run weir")
+    Command::new(env!("CARGO_BIN_EXE_weir")).args(args).current_dir(repo()).output().expect("run weir")
 }
 
 fn repo() -> PathBuf {
@@ -43,7 +39,9 @@ fn invalid_objects_exit_1_with_located_findings() {
     let out = stdout(&o);
     for want in [
         format!("{file}:14: VirtualService default/broken-reviews: spec.http[0].route[0].weight: weight -1 < 0"),
-        format!("{file}:15: VirtualService default/broken-reviews: spec.http[0].timeout: duration must be greater than 1ms"),
+        format!(
+            "{file}:15: VirtualService default/broken-reviews: spec.http[0].timeout: duration must be greater than 1ms"
+        ),
         format!("\"sometimes\" is not a valid retryOn policy"),
         format!("HTTP route cannot contain both route and redirect"),
         format!("200 is not a valid redirect code, must be 3xx"),

@@ -162,22 +162,27 @@ pub fn resolve<'s>(text: &'s str, plain: bool) -> Scalar<'s> {
         return Scalar::Str(text);
     }
     if let Some(hex) = text.strip_prefix("0x")
-        && let Ok(v) = i64::from_str_radix(hex, 16) {
-            return Scalar::Int(v);
-        }
+        && let Ok(v) = i64::from_str_radix(hex, 16)
+    {
+        return Scalar::Int(v);
+    }
     if let Some(oct) = text.strip_prefix("0o")
-        && let Ok(v) = i64::from_str_radix(oct, 8) {
-            return Scalar::Int(v);
-        }
+        && let Ok(v) = i64::from_str_radix(oct, 8)
+    {
+        return Scalar::Int(v);
+    }
     let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
-    if !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit())
-        && let Ok(v) = text.parse::<i64>() {
-            return Scalar::Int(v);
-        }
+    if !digits.is_empty()
+        && digits.bytes().all(|c| c.is_ascii_digit())
+        && let Ok(v) = text.parse::<i64>()
+    {
+        return Scalar::Int(v);
+    }
     if is_float(digits)
-        && let Ok(v) = text.parse::<f64>() {
-            return Scalar::Float(v);
-        }
+        && let Ok(v) = text.parse::<f64>()
+    {
+        return Scalar::Float(v);
+    }
     Scalar::Str(text)
 }
 
@@ -402,10 +407,11 @@ impl<'de, 'e, 'a> Deserializer<'de> for &mut De<'e, 'a> {
 
     fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value, DeError> {
         if let Ev::Scalar(s, plain) = self.peek()?
-            && resolve(s, *plain) == Scalar::Null {
-                self.pos += 1;
-                return v.visit_none();
-            }
+            && resolve(s, *plain) == Scalar::Null
+        {
+            self.pos += 1;
+            return v.visit_none();
+        }
         v.visit_some(self)
     }
 
@@ -525,10 +531,11 @@ impl<'de> MapAccess<'de> for Map<'_, '_, '_> {
                     let value = self.de.pos + 1;
                     // `key: null` (or `key:`) means the field is unset.
                     if let Some(Ev::Scalar(s, plain)) = ev.get(value)
-                        && resolve(s, *plain) == Scalar::Null {
-                            self.de.pos = value + 1;
-                            continue;
-                        }
+                        && resolve(s, *plain) == Scalar::Null
+                    {
+                        self.de.pos = value + 1;
+                        continue;
+                    }
                     self.de.pos = value;
                     return seed.deserialize(key.into_deserializer()).map(Some);
                 }

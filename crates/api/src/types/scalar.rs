@@ -357,7 +357,12 @@ mod tests {
         assert_eq!(Duration::from_nanos(-5).to_string(), "-0.000000005s");
     }
 
-    proto_enum!(Color { Red = 0 => "RED", Blue = 2 => "BLUE" });
+    // Only deserialization is exercised here, so `ALL` and `number` go unused.
+    #[allow(dead_code)]
+    mod color {
+        proto_enum!(Color { Red = 0 => "RED", Blue = 2 => "BLUE" });
+    }
+    use color::Color;
 
     #[test]
     fn enums_by_name_or_number() {

@@ -6,9 +6,9 @@
 use std::net::IpAddr;
 
 use crate::protocol::Protocol;
-use crate::types::{Duration, Labels, Percent};
+use crate::types::{Destination, Duration, Labels, Percent};
 
-use super::{P, Report};
+use super::{P, Report, gofmt};
 
 pub const UNIX_ADDRESS_PREFIX: &str = "unix://";
 const DNS1123_LABEL_MAX: usize = 63;
@@ -31,12 +31,7 @@ pub fn port(port: i64) -> Result<(), String> {
 
 /// `labels.IsDNS1123Label`: `[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?`, at most 63 bytes.
 pub fn is_dns1123_label(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= DNS1123_LABEL_MAX
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+    s.len() <= DNS1123_LABEL_MAX && is_dns1123_label_unbounded(s)
 }
 
 /// `labels.IsWildcardDNS1123Label`: `*`, or a label optionally prefixed by `*` or `*-`.
@@ -54,7 +49,7 @@ pub fn is_wildcard_dns1123_label(s: &str) -> bool {
 /// `CheckDNS1123Preconditions`.
 fn dns1123_preconditions(name: &str) -> Result<(), String> {
     if name.len() > 255 {
-        return Err(format!("domain name {name:?} too long (max 255)"));
+        return Err(format!("domain name {} too long (max 255)", gofmt::quote(name)));
     }
     if name.is_empty() {
         return Err("empty domain name not allowed".into());
@@ -66,24 +61,27 @@ fn dns1123_preconditions(name: &str) -> Result<(), String> {
 pub fn dns1123_labels(domain: &str) -> Result<(), String> {
     let parts: Vec<&str> = domain.split('.').collect();
     let tld = parts[parts.len() - 1];
-    if is_go_atoi(tld) {
-        return Err(format!("domain name {domain:?} invalid (top level domain {tld:?} cannot be all-numeric)"));
+    // Go's Atoi: all digits with an optional sign, and within 64 bits (a longer run of digits is accepted as a label, as by Istio).
+    if super::gofmt::atoi(tld).is_ok() {
+        return Err(format!(
+            "domain name {} invalid (top level domain {} cannot be all-numeric)",
+            gofmt::quote(domain),
+            gofmt::quote(tld)
+        ));
     }
     for (i, label) in parts.iter().enumerate() {
         if i == parts.len() - 1 && label.is_empty() {
             return Ok(());
         }
         if !is_dns1123_label(label) {
-            return Err(format!("domain name {domain:?} invalid (label {label:?} invalid)"));
+            return Err(format!(
+                "domain name {} invalid (label {} invalid)",
+                gofmt::quote(domain),
+                gofmt::quote(label)
+            ));
         }
     }
     Ok(())
-}
-
-/// Whether Go's `strconv.Atoi` accepts `s` (an optional sign and digits).
-fn is_go_atoi(s: &str) -> bool {
-    let d = s.strip_prefix(['+', '-']).unwrap_or(s);
-    !d.is_empty() && d.bytes().all(|c| c.is_ascii_digit())
 }
 
 /// `ValidateFQDN`.
@@ -100,7 +98,7 @@ pub fn wildcard_domain(domain: &str) -> Result<(), String> {
         None => (domain, None),
     };
     if !is_wildcard_dns1123_label(first) {
-        return Err(format!("domain name {domain:?} invalid (label {first:?} invalid)"));
+        return Err(format!("domain name {} invalid (label {} invalid)", gofmt::quote(domain), gofmt::quote(first)));
     }
     match rest {
         Some(r) => dns1123_labels(r),
@@ -120,16 +118,20 @@ pub fn wildcard_domain_for_gateway_vs(sni: bool, domain: &str) -> Result<(), Str
         }
         let (dir, port, host) = (parts[0], parts[1].trim_matches('.'), parts[3].trim_matches('.'));
         if dir != "outbound" {
-            return Err(format!("domain name {domain:?} invalid (label {dir:?} invalid)"));
+            return Err(format!("domain name {} invalid (label {} invalid)", gofmt::quote(domain), gofmt::quote(dir)));
         }
         if !port.bytes().any(|c| c.is_ascii_digit()) {
             return Err(format!(
-                "domain name {domain:?} invalid (label {port:?} invalid). should follow {FORMAT} format"
+                "domain name {} invalid (label {} invalid). should follow {FORMAT} format",
+                gofmt::quote(domain),
+                gofmt::quote(port)
             ));
         }
         if !host.bytes().any(|c| c.is_ascii_alphabetic()) {
             return Err(format!(
-                "domain name {domain:?} invalid (label {host:?} invalid). should follow {FORMAT} format"
+                "domain name {} invalid (label {} invalid). should follow {FORMAT} format",
+                gofmt::quote(domain),
+                gofmt::quote(host)
             ));
         }
         return Ok(());
@@ -174,7 +176,7 @@ pub fn ip_subnet(subnet: &str) -> Result<(), String> {
 /// `ValidatePartialWildCard`.
 pub fn partial_wildcard(host: &str) -> Result<(), String> {
     if host.contains('*') && host.len() != 1 && !host.starts_with("*.") {
-        return Err(format!("partial wildcard {host:?} not allowed"));
+        return Err(format!("partial wildcard {} not allowed", gofmt::quote(host)));
     }
     Ok(())
 }
@@ -215,10 +217,10 @@ pub fn namespace_slash_wildcard_hostname(hostname: &str, is_gateway: bool, gatew
     if !is_gateway {
         let bare = ns.strip_prefix('~').unwrap_or(ns);
         if !bare.is_empty() && bare != "*" && bare != "." && !is_dns1123_label(bare) {
-            errs.push(format!("invalid namespace value {ns:?} in sidecar"));
+            errs.push(format!("invalid namespace value {} in sidecar", gofmt::quote(ns)));
         }
     } else if ns != "*" && ns != "." && (ns != "~" || !gateway_semantics) && !is_dns1123_label(ns) {
-        errs.push(format!("invalid namespace value {ns:?} in gateway"));
+        errs.push(format!("invalid namespace value {} in gateway", gofmt::quote(ns)));
     }
     sidecar_or_gateway_hostname_part(host, is_gateway, &mut errs);
     errs
@@ -261,15 +263,10 @@ pub fn percentage(p: Option<&Percent>) -> Result<(), String> {
     if let Some(p) = p {
         let v = p.value;
         if !(0.0..=100.0).contains(&v) || (v > 0.0 && v < 0.0001) || v.is_nan() {
-            return Err(format!("percentage {} is neither 0.0, nor in range [0.0001, 100.0]", go_float(v)));
+            return Err(format!("percentage {} is neither 0.0, nor in range [0.0001, 100.0]", gofmt::float_v(v)));
         }
     }
     Ok(())
-}
-
-/// Formats a float as Go's `%v` does for the values validation prints.
-pub fn go_float(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e21 { format!("{}", v as i64) } else { format!("{v}") }
 }
 
 /// `validateWeight`.
@@ -284,7 +281,7 @@ pub fn labels(l: &Labels, p: &P, r: &mut Report) {
             r.error(&p.k(k), e);
         }
         if !is_label_value(v) {
-            r.error(&p.k(k), format!("invalid tag value: {v:?}"));
+            r.error(&p.k(k), format!("invalid tag value: {}", gofmt::quote(v)));
         }
     }
 }
@@ -308,20 +305,20 @@ fn label_key(k: &str) -> Result<(), String> {
         Some((p, n)) => (Some(p), n),
         None => (None, k),
     };
-    let invalid = || format!("invalid tag key: {k:?}");
+    let invalid = || format!("invalid tag key: {}", gofmt::quote(k));
     if let Some(prefix) = prefix {
         if !prefix.split('.').all(is_dns1123_label_unbounded) {
             return Err(invalid());
         }
         if prefix.len() > 253 {
-            return Err(format!("invalid tag key: {k:?} (DNS prefix is too long)"));
+            return Err(format!("invalid tag key: {} (DNS prefix is too long)", gofmt::quote(k)));
         }
     }
     if !is_qualified_name(name) {
         return Err(invalid());
     }
     if name.len() > DNS1123_LABEL_MAX {
-        return Err(format!("invalid tag key: {k:?} (name is too long)"));
+        return Err(format!("invalid tag key: {} (name is too long)", gofmt::quote(k)));
     }
     Ok(())
 }
@@ -394,7 +391,11 @@ pub fn export_to(
 
 /// RFC 7230 token characters, Istio's `validHeaderNameRegex`.
 pub fn is_header_token(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+    !name.is_empty() && name.bytes().all(is_header_token_byte)
+}
+
+fn is_header_token_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
 }
 
 const PSEUDO_HEADERS: &[&str] = &[":method", ":scheme", ":authority", ":path", ":status"];
@@ -413,54 +414,55 @@ pub fn header_name_or_jwt_claim(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The `@request.auth.claims.<claim>` / `@request.auth.claims[a][b]` form.
+const JWT_CLAIM_HEADER: &str = "@request.auth.claims";
+
+/// The `@request.auth.claims.<claim>` / `@request.auth.claims[a][b]` form
+/// (`jwt.ToRoutingClaim(name).Match`): the prefix is matched case-insensitively.
 pub fn is_jwt_claim_route(name: &str) -> bool {
-    name.strip_prefix("@request.auth.claims").is_some_and(|rest| {
-        (rest.starts_with('.') && rest.len() > 1) || (rest.starts_with('[') && rest.ends_with(']') && rest.len() > 2)
-    })
+    // Go lower-cases the whole name before the prefix test. The only rune
+    // outside ASCII that lower-cases into the prefix (`İ` to `i`) is a byte
+    // longer, so Go's tail then starts at the `s` and never matches: ASCII
+    // case folding gives the same answers.
+    let n = JWT_CLAIM_HEADER.len();
+    if !name.get(..n).is_some_and(|prefix| prefix.eq_ignore_ascii_case(JWT_CLAIM_HEADER)) {
+        return false;
+    }
+    let rest = &name[n..];
+    (rest.starts_with('.') && rest.len() > 1) || (rest.starts_with('[') && rest.ends_with(']') && rest.len() > 2)
+}
+
+/// A non-empty header name whose bytes all satisfy `allowed`.
+fn header_name_of(name: &str, allowed: impl Fn(u8) -> bool) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("header name cannot be empty".into());
+    }
+    if name.bytes().all(allowed) { Ok(()) } else { Err(format!("header name {name} is not a valid header name")) }
 }
 
 /// `ValidateHTTPHeaderName` family: strict RFC token, used for CORS too (with `*`).
 pub fn cors_header_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("header name cannot be empty".into());
+    if name == "*" {
+        return Ok(());
     }
-    if name == "*" || is_header_token(name) {
-        Ok(())
-    } else {
-        Err(format!("header name {name} is not a valid header name"))
-    }
+    header_name_of(name, is_header_token_byte)
 }
 
 /// `ValidateProbeHeaderName`: `[-A-Za-z0-9]+`.
 pub fn probe_header_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("header name cannot be empty".into());
-    }
-    if name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-') {
-        Ok(())
-    } else {
-        Err(format!("header name {name} is not a valid header name"))
-    }
+    header_name_of(name, |c| c.is_ascii_alphanumeric() || c == b'-')
 }
 
 /// `ValidateStrictHTTPHeaderName`: `[-_A-Za-z0-9]+`.
 pub fn strict_header_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("header name cannot be empty".into());
-    }
-    if name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
-        Ok(())
-    } else {
-        Err(format!("header name {name} is not a valid header name"))
-    }
+    header_name_of(name, |c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
 }
 
 fn is_internal_header(name: &str) -> bool {
     name.starts_with(':')
 }
 
-fn is_authority_header(name: &str) -> bool {
+/// `:authority` or `Host`, in any case.
+pub(super) fn is_authority_header(name: &str) -> bool {
     name.eq_ignore_ascii_case(":authority") || name.eq_ignore_ascii_case("host")
 }
 
@@ -470,7 +472,7 @@ pub fn header_with_authority_operation_name(name: &str) -> Result<(), String> {
         return Err("header name cannot be empty".into());
     }
     if is_internal_header(name) && !is_authority_header(name) {
-        return Err(format!("invalid header {name:?}: header cannot have \":\" prefix"));
+        return Err(format!("invalid header {}: header cannot have \":\" prefix", gofmt::quote(name)));
     }
     Ok(())
 }
@@ -481,12 +483,29 @@ pub fn header_operation_name(name: &str) -> Result<(), String> {
         return Err("header name cannot be empty".into());
     }
     if name.eq_ignore_ascii_case("host") {
-        return Err(format!("invalid header {name:?}: cannot set Host header"));
+        return Err(format!("invalid header {}: cannot set Host header", gofmt::quote(name)));
     }
     if is_internal_header(name) {
-        return Err(format!("invalid header {name:?}: header cannot have \":\" prefix"));
+        return Err(format!("invalid header {}: header cannot have \":\" prefix", gofmt::quote(name)));
     }
     Ok(())
+}
+
+/// `validateDestination`: a VirtualService route's or mirror's destination,
+/// or a Sidecar's egress proxy.
+pub fn destination(d: &Destination, p: &P, r: &mut Report) {
+    let hp = p.f("host");
+    if d.host == "*" {
+        r.error(&hp, format!("invalid destination host {}", d.host));
+    } else {
+        r.check(&hp, wildcard_domain(&d.host));
+    }
+    if !d.subset.is_empty() && !is_dns1123_label(&d.subset) {
+        r.error(&p.f("subset"), format!("subset name is invalid: {}", d.subset));
+    }
+    if let Some(selector) = &d.port {
+        r.check(&p.f("port").f("number"), port(i64::from(selector.number)));
+    }
 }
 
 /// `validateWorkloadSelector` for `matchLabels`/`labels` selectors: no empty
@@ -494,10 +513,10 @@ pub fn header_operation_name(name: &str) -> Result<(), String> {
 pub fn workload_selector(labels: &Labels, p: &P, r: &mut Report) {
     for (k, v) in labels {
         if k.is_empty() {
-            r.error(&p.k(k), format!("empty key is not supported in selector: {:?}", format!("{k}={v}")));
+            r.error(&p.k(k), format!("empty key is not supported in selector: {}", gofmt::quote(&format!("{k}={v}"))));
         }
         if k.contains('*') || v.contains('*') {
-            r.error(&p.k(k), format!("wildcard is not supported in selector: {:?}", format!("{k}={v}")));
+            r.error(&p.k(k), format!("wildcard is not supported in selector: {}", gofmt::quote(&format!("{k}={v}"))));
         }
     }
     if labels.is_empty() {
@@ -572,6 +591,11 @@ mod tests {
         assert!(header_name_or_jwt_claim(":authority").is_ok());
         assert!(header_name_or_jwt_claim("@request.auth.claims.groups").is_ok());
         assert!(header_name_or_jwt_claim("a b").is_err());
+        assert!(is_jwt_claim_route("@Request.Auth.CLAIMS[a][b]"));
+        assert!(!is_jwt_claim_route("@request.auth.claims."));
+        assert!(!is_jwt_claim_route("@request.auth.claims[]"));
+        assert!(!is_jwt_claim_route("@request.auth.cla\u{130}ms.x"));
+        assert!(!is_jwt_claim_route("@request.auth.cl\u{e9}"));
         assert!(header_operation_name("Host").is_err());
         assert!(header_with_authority_operation_name(":authority").is_ok());
         assert!(header_with_authority_operation_name(":path").is_err());

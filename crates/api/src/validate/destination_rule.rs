@@ -5,7 +5,6 @@
 //! server's (`Invalid value: ...`, `Required value`, `Too many: ...`) for schema-only rules.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::fmt::Display;
 
 use crate::types::{
     ClientTlsMode, ClientTlsSettings, ConnectionPoolSettings, ConsistentHashLb, DestinationRule, Duration,
@@ -15,14 +14,12 @@ use crate::types::{
 };
 
 use super::common;
-use super::{P, Report, Severity};
+use super::{P, Report, Severity, gofmt, schema};
 
 /// `maxItems` of `portLevelSettings` in the CRD schema.
 const MAX_PORT_LEVEL_SETTINGS: usize = 4096;
 /// `maxProperties` of `workloadSelector.matchLabels` in the CRD schema.
 const MAX_SELECTOR_LABELS: usize = 4096;
-/// `maxLength` of a `workloadSelector.matchLabels` value in the CRD schema.
-const MAX_SELECTOR_VALUE_LEN: usize = 63;
 /// Envoy rejects Maglev tables this large or larger.
 const MAGLEV_TABLE_SIZE_LIMIT: u64 = 5_000_011;
 
@@ -53,14 +50,7 @@ pub(super) fn validate(meta: &ObjectMeta, spec: &DestinationRule, p: &P, r: &mut
     if let Some(sel) = &spec.workload_selector {
         let lp = p.f("workloadSelector").f("matchLabels");
         common::workload_selector(&sel.match_labels, &lp, r);
-        if sel.match_labels.len() > MAX_SELECTOR_LABELS {
-            crd_too_many(r, &lp, sel.match_labels.len(), MAX_SELECTOR_LABELS);
-        }
-        for (k, v) in &sel.match_labels {
-            if v.len() > MAX_SELECTOR_VALUE_LEN {
-                r.error(&lp.k(k), format!("Too long: may not be more than {MAX_SELECTOR_VALUE_LEN} bytes"));
-            }
-        }
+        schema::selector_labels(r, &lp, &sel.match_labels, MAX_SELECTOR_LABELS);
     }
 }
 
@@ -189,9 +179,7 @@ fn traffic_policy(ns: &str, tp: &TrafficPolicy, p: &P, r: &mut Report) {
 
 /// `validatePortTrafficPolicies`.
 fn port_traffic_policies(ns: &str, pls: &[PortTrafficPolicy], p: &P, r: &mut Report) {
-    if pls.len() > MAX_PORT_LEVEL_SETTINGS {
-        crd_too_many(r, p, pls.len(), MAX_PORT_LEVEL_SETTINGS);
-    }
+    schema::max_items(r, p, pls.len(), MAX_PORT_LEVEL_SETTINGS);
     for (i, pl) in pls.iter().enumerate() {
         let pp = p.i(i);
         if pl.port.is_none() {
@@ -239,7 +227,7 @@ fn tunnel(t: &TunnelSettings, p: &P, r: &mut Report) {
 /// Schema bounds of `retryBudget` (the webhook does not check it).
 fn retry_budget(rb: &RetryBudget, p: &P, r: &mut Report) {
     if let Some(v) = rb.percent {
-        crd_range_f64(r, &p.f("percent"), v, 0.0, 100.0);
+        schema::range_f64(r, &p.f("percent"), v, 0.0, 100.0);
     }
 }
 
@@ -269,9 +257,9 @@ fn outlier_detection(od: &OutlierDetection, p: &P, r: &mut Report) {
     let cp = p.f("outlierDetectionHttpErrorCodes");
     for (i, &code) in od.outlier_detection_http_error_codes.iter().enumerate() {
         if code < 100 {
-            crd_min(r, &cp.i(i), code, 100);
+            schema::below_minimum(r, &cp.i(i), code, 100);
         } else if code > 599 {
-            crd_max(r, &cp.i(i), code, 599);
+            schema::above_maximum(r, &cp.i(i), code, 599);
         }
     }
 }
@@ -279,7 +267,7 @@ fn outlier_detection(od: &OutlierDetection, p: &P, r: &mut Report) {
 /// `validateLoadBalancer`, plus the schema's oneof and warmup constraints.
 fn load_balancer(lb: &LoadBalancerSettings, outlier: Option<&OutlierDetection>, p: &P, r: &mut Report) {
     if lb.simple.is_some() && lb.consistent_hash.is_some() {
-        crd_one_of(r, p, &["simple", "consistentHash"]);
+        schema::one_of_fields(r, p, &["simple", "consistentHash"]);
     }
     if let Some(ch) = &lb.consistent_hash {
         consistent_hash(ch, &p.f("consistentHash"), r);
@@ -298,7 +286,7 @@ fn load_balancer(lb: &LoadBalancerSettings, outlier: Option<&OutlierDetection>, 
     if let Some(d) = &lb.warmup_duration_secs
         && d.as_nanos() < 1_000_000
     {
-        r.error(&p.f("warmupDurationSecs"), "Invalid value: \"string\": must be a valid duration greater than 1ms");
+        schema::cel(r, &p.f("warmupDurationSecs"), "string", "must be a valid duration greater than 1ms");
     }
     if lb.warmup_duration_secs.is_some() && lb.warmup.is_some() {
         // Istio accepts both and uses `warmup`; say so rather than reject.
@@ -318,10 +306,10 @@ fn consistent_hash(ch: &ConsistentHashLb, p: &P, r: &mut Report) {
     ];
     let set: Vec<&str> = keys.iter().filter(|(_, s)| *s).map(|(n, _)| *n).collect();
     if set.len() > 1 {
-        crd_one_of(r, p, &set);
+        schema::one_of_fields(r, p, &set);
     }
     if ch.ring_hash.is_some() && ch.maglev.is_some() {
-        crd_one_of(r, p, &["ringHash", "maglev"]);
+        schema::one_of_fields(r, p, &["ringHash", "maglev"]);
     }
 
     if let Some(cookie) = &ch.http_cookie {
@@ -385,19 +373,17 @@ fn warmup(w: &WarmupConfiguration, p: &P, r: &mut Report) {
         None => r.error(&p.f("duration"), "Required value: duration is required"),
     }
     if let Some(v) = w.minimum_percent {
+        let mp = p.f("minimumPercent");
         if v > 100.0 {
-            r.error(
-                &p.f("minimumPercent"),
-                format!("Invalid value: {}: minimumPercent value should be less than or equal to 100", go_float(v)),
-            );
+            schema::invalid(r, &mp, gofmt::float_v(v), "minimumPercent value should be less than or equal to 100");
         } else if v < 0.0 {
-            crd_min(r, &p.f("minimumPercent"), go_float(v), 0);
+            schema::below_minimum(r, &mp, gofmt::float_v(v), 0);
         }
     }
     if let Some(v) = w.aggression
         && (v <= 0.0 || v.is_nan())
     {
-        r.error(&p.f("aggression"), format!("Invalid value: {}: aggression should be greater than 0", go_float(v)));
+        schema::invalid(r, &p.f("aggression"), gofmt::float_v(v), "aggression should be greater than 0");
     }
 }
 
@@ -488,7 +474,7 @@ fn zone_aware_lb_setting(lb: &ZoneAwareLoadBalancerSetting, outlier: Option<&Out
     }
 
     if lb.min_cluster_size == Some(0) {
-        crd_min(r, &p.f("minClusterSize"), 0, 1);
+        schema::below_minimum(r, &p.f("minClusterSize"), 0, 1);
     }
 }
 
@@ -570,7 +556,7 @@ fn client_tls(ns: &str, tls: &ClientTlsSettings, p: &P, r: &mut Report) {
                 &p.f("credentialName"),
                 format!(
                     "invalid configmap:// credentialName: namespace must match the configuration namespace {}",
-                    go_quote(ns)
+                    gofmt::quote(ns)
                 ),
             ),
             Ok(_) => {}
@@ -622,13 +608,13 @@ fn configmap_namespace<'a>(full: &str, rest: &'a str) -> Result<&'a str, String>
     let mut parts = rest.split('/');
     let (ns, name) = match (parts.next(), parts.next()) {
         (Some(ns), Some(name)) => (ns, name),
-        _ => return Err(format!("invalid resource name {}. Expected namespace and name", go_quote(full))),
+        _ => return Err(format!("invalid resource name {}. Expected namespace and name", gofmt::quote(full))),
     };
     if ns.is_empty() {
-        return Err(format!("invalid resource name {}. Expected namespace", go_quote(full)));
+        return Err(format!("invalid resource name {}. Expected namespace", gofmt::quote(full)));
     }
     if name.is_empty() {
-        return Err(format!("invalid resource name {}. Expected name", go_quote(full)));
+        return Err(format!("invalid resource name {}. Expected name", gofmt::quote(full)));
     }
     Ok(ns)
 }
@@ -644,90 +630,6 @@ fn errors_only(r: &mut Report, f: impl FnOnce(&mut Report)) {
     let mut sub = Report::default();
     f(&mut sub);
     r.findings.extend(sub.findings.into_iter().filter(|f| f.severity == Severity::Error));
-}
-
-// Schema violations, worded as the API server reports them.
-
-fn crd_min(r: &mut Report, p: &P, value: impl Display, min: impl Display) {
-    r.error(p, format!("Invalid value: {value}: {p} in body should be greater than or equal to {min}"));
-}
-
-fn crd_max(r: &mut Report, p: &P, value: impl Display, max: impl Display) {
-    r.error(p, format!("Invalid value: {value}: {p} in body should be less than or equal to {max}"));
-}
-
-fn crd_range_f64(r: &mut Report, p: &P, v: f64, min: f64, max: f64) {
-    if v < min {
-        crd_min(r, p, go_float(v), go_float(min));
-    } else if v > max {
-        crd_max(r, p, go_float(v), go_float(max));
-    }
-}
-
-fn crd_too_many(r: &mut Report, p: &P, n: usize, max: usize) {
-    r.error(p, format!("Too many: {n}: must have at most {max} items"));
-}
-
-fn crd_one_of(r: &mut Report, p: &P, fields: &[&str]) {
-    r.error(
-        p,
-        format!(
-            "Invalid value: \"object\": must validate one and only one schema (oneOf): only one of {} can be set",
-            fields.join(", ")
-        ),
-    );
-}
-
-/// Go's `%v` for a float64: shortest digits, exponent form below 1e-4 and from 1e6.
-fn go_float(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
-    }
-    // Rust's `{:e}` gives the shortest digits (`1.5e-7`); Go writes the exponent as `e-07`.
-    let sci = format!("{v:e}");
-    let Some((mant, exp)) = sci.split_once('e') else { return sci };
-    let exp_n: i32 = exp.parse().unwrap_or(0);
-    if v == 0.0 || (-4..6).contains(&exp_n) {
-        return format!("{v}");
-    }
-    let (sign, digits) = match exp.strip_prefix('-') {
-        Some(d) => ('-', d),
-        None => ('+', exp),
-    };
-    format!("{mant}e{sign}{digits:0>2}")
-}
-
-/// Go's `%q` (`strconv.Quote`) for the strings these messages quote.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\x07' => out.push_str("\\a"),
-            '\x08' => out.push_str("\\b"),
-            '\x0c' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\x0b' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if c.is_control() => {
-                if (c as u32) <= 0xffff {
-                    out.push_str(&format!("\\u{:04x}", c as u32));
-                } else {
-                    out.push_str(&format!("\\U{:08x}", c as u32));
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -1316,13 +1218,13 @@ mod tests {
 
     #[test]
     fn go_formatting() {
-        assert_eq!(go_float(150.0), "150");
-        assert_eq!(go_float(-0.1), "-0.1");
-        assert_eq!(go_float(0.0001), "0.0001");
-        assert_eq!(go_float(0.00001), "1e-05");
-        assert_eq!(go_float(123456.0), "123456");
-        assert_eq!(go_float(1234567.0), "1.234567e+06");
-        assert_eq!(go_quote("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
-        assert_eq!(go_quote(""), "\"\"");
+        assert_eq!(gofmt::float_v(150.0), "150");
+        assert_eq!(gofmt::float_v(-0.1), "-0.1");
+        assert_eq!(gofmt::float_v(0.0001), "0.0001");
+        assert_eq!(gofmt::float_v(0.00001), "1e-05");
+        assert_eq!(gofmt::float_v(123456.0), "123456");
+        assert_eq!(gofmt::float_v(1234567.0), "1.234567e+06");
+        assert_eq!(gofmt::quote("a\"b\\c\n"), "\"a\\\"b\\\\c\\n\"");
+        assert_eq!(gofmt::quote(""), "\"\"");
     }
 }

@@ -8,7 +8,7 @@ use crate::protocol::Protocol;
 use crate::types::{Gateway, ObjectMeta, Port, Server, ServerTlsMode, ServerTlsSettings, TlsProtocol};
 
 use super::common::{self, UNIX_ADDRESS_PREFIX};
-use super::{P, Report};
+use super::{P, Report, gofmt, schema};
 
 /// Annotation istiod sets on Gateways converted from the Kubernetes Gateway API.
 const GATEWAY_SEMANTICS_ANNOTATION: &str = "internal.istio.io/gateway-semantics";
@@ -42,7 +42,7 @@ pub(super) fn validate(meta: &ObjectMeta, spec: &Gateway, p: &P, r: &mut Report)
         meta.annotations.get(GATEWAY_SEMANTICS_ANNOTATION).is_some_and(|v| v == GATEWAY_SEMANTICS_GATEWAY);
 
     if !gateway_semantics && !common::is_dns1123_label(&meta.name) {
-        r.error(&P::root("metadata.name"), format!("invalid gateway name: {}", go_quote(&meta.name)));
+        r.error(&P::root("metadata.name"), format!("invalid gateway name: {}", gofmt::quote(&meta.name)));
     }
 
     let servers = p.f("servers");
@@ -115,7 +115,7 @@ fn validate_server(server: &Server, gateway_semantics: bool, p: &P, r: &mut Repo
 /// `validateServerPort`; returns whether the port produced no error.
 fn server_port(port: Option<&Port>, bind: &str, p: &P, r: &mut Report) -> bool {
     let Some(port) = port else {
-        r.error(p, "Required value");
+        schema::required(r, p);
         r.error(p, "port is required");
         return false;
     };
@@ -125,7 +125,7 @@ fn server_port(port: Option<&Port>, bind: &str, p: &P, r: &mut Report) -> bool {
             &p.f("protocol"),
             format!(
                 "invalid protocol {}, supported protocols are HTTP, HTTP2, GRPC, GRPC-WEB, MONGO, REDIS, MYSQL, TCP",
-                go_quote(&port.protocol)
+                gofmt::quote(&port.protocol)
             ),
         );
     }
@@ -180,10 +180,10 @@ pub(super) fn tls_options(tls: &ServerTlsSettings, p: &P, r: &mut Report) {
         }
     }
     if !invalid.is_empty() {
-        r.warn(&p.f("cipherSuites"), format!("ignoring invalid cipher suites: {}", go_list(&invalid)));
+        r.warn(&p.f("cipherSuites"), format!("ignoring invalid cipher suites: {}", gofmt::strings_v(&invalid)));
     }
     if !duplicate.is_empty() {
-        r.warn(&p.f("cipherSuites"), format!("ignoring duplicate cipher suites: {}", go_list(&duplicate)));
+        r.warn(&p.f("cipherSuites"), format!("ignoring duplicate cipher suites: {}", gofmt::strings_v(&duplicate)));
     }
 
     if tls.mode == ServerTlsMode::IstioMutual {
@@ -281,11 +281,9 @@ pub(super) fn tls_options(tls: &ServerTlsSettings, p: &P, r: &mut Report) {
 /// Istio's webhook accepts more than two `tlsCertificates` with a warning (its
 /// own test table expects that), so that `maxItems` is reported as a warning.
 fn tls_schema(tls: &ServerTlsSettings, p: &P, r: &mut Report) {
-    if tls.credential_names.len() > MAX_SERVER_CERTS {
-        r.error(&p.f("credentialNames"), too_many(tls.credential_names.len(), MAX_SERVER_CERTS));
-    }
+    schema::max_items(r, &p.f("credentialNames"), tls.credential_names.len(), MAX_SERVER_CERTS);
     if tls.tls_certificates.len() > MAX_SERVER_CERTS {
-        r.warn(&p.f("tlsCertificates"), too_many(tls.tls_certificates.len(), MAX_SERVER_CERTS));
+        r.warn(&p.f("tlsCertificates"), schema::too_many(tls.tls_certificates.len(), MAX_SERVER_CERTS));
     }
     let has_name = !tls.credential_name.is_empty();
     let has_names = !tls.credential_names.is_empty();
@@ -299,14 +297,9 @@ fn tls_schema(tls: &ServerTlsSettings, p: &P, r: &mut Report) {
     ];
     for (violated, msg) in rules {
         if violated {
-            r.error(p, format!("Invalid value: \"object\": {msg}"));
+            schema::cel(r, p, "object", msg);
         }
     }
-}
-
-/// The API server's `maxItems` / `maxProperties` message.
-pub(super) fn too_many(actual: usize, max: usize) -> String {
-    format!("Too many: {actual}: must have at most {max} items")
 }
 
 /// `security.IsValidCipherSuite`: known names, plus anything that does not
@@ -323,11 +316,6 @@ fn is_valid_cipher_suite(cs: &str) -> bool {
     VALID_CIPHER_SUITES.contains(&cs)
 }
 
-/// A sorted string set as Go's `%v` prints a `[]string`: `[a b c]`.
-fn go_list(items: &BTreeSet<&str>) -> String {
-    format!("[{}]", items.iter().copied().collect::<Vec<_>>().join(" "))
-}
-
 /// A `Port` as Go's `%v` prints the proto message (text format, zero fields omitted).
 pub(super) fn port_text(port: &Port) -> String {
     let mut parts = Vec::new();
@@ -335,70 +323,15 @@ pub(super) fn port_text(port: &Port) -> String {
         parts.push(format!("number:{}", port.number));
     }
     if !port.protocol.is_empty() {
-        parts.push(format!("protocol:{}", go_quote(&port.protocol)));
+        parts.push(format!("protocol:{}", gofmt::quote(&port.protocol)));
     }
     if !port.name.is_empty() {
-        parts.push(format!("name:{}", go_quote(&port.name)));
+        parts.push(format!("name:{}", gofmt::quote(&port.name)));
     }
     if port.target_port != 0 {
         parts.push(format!("target_port:{}", port.target_port));
     }
     parts.join(" ")
-}
-
-/// Go's `strconv.Quote` (`%q`): printable characters kept, others escaped.
-pub(super) fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if is_go_printable(c) => out.push(c),
-            c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push_str(&format!("\\U{:08x}", c as u32)),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// An approximation of Go's `unicode.IsPrint`: graphic characters and the
-/// ASCII space, but no other spaces, controls, format or private-use characters.
-fn is_go_printable(c: char) -> bool {
-    if c == ' ' {
-        return true;
-    }
-    if c.is_control() || c.is_whitespace() {
-        return false;
-    }
-    let u = c as u32;
-    let format_or_private = matches!(
-        u,
-        0xAD | 0x600..=0x605
-            | 0x61C
-            | 0x6DD
-            | 0x70F
-            | 0x180E
-            | 0x200B..=0x200F
-            | 0x2028..=0x202E
-            | 0x2060..=0x206F
-            | 0xD800..=0xF8FF
-            | 0xFEFF
-            | 0xFFF9..=0xFFFB
-            | 0xFFFE..=0xFFFF
-            | 0xE0000..=0xE007F
-            | 0xF0000..
-    );
-    !format_or_private
 }
 
 #[cfg(test)]
@@ -826,7 +759,7 @@ mod tests {
 
     #[test]
     fn helpers() {
-        assert_eq!(go_quote("a\"b\\c\n\u{1}é\u{200b}"), "\"a\\\"b\\\\c\\n\\x01é\\u200b\"");
+        assert_eq!(gofmt::quote("a\"b\\c\n\u{1}é\u{200b}"), "\"a\\\"b\\\\c\\n\\x01é\\u200b\"");
         assert!(is_valid_cipher_suite("+AES128-SHA"));
         assert!(!is_valid_cipher_suite("aes128-sha"));
         assert!(!is_valid_cipher_suite("Élan"));

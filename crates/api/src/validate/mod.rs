@@ -6,8 +6,11 @@
 //! the file and line. Errors make an object invalid; warnings do not.
 
 pub mod common;
+mod deprecated;
 mod destination_rule;
 mod gateway;
+mod gofmt;
+mod schema;
 mod service_entry;
 mod sidecar;
 mod virtual_service;
@@ -122,6 +125,7 @@ pub fn validate(obj: &IstioObject) -> Report {
         Spec::WorkloadEntry(s) => workload_entry::validate_entry(&obj.meta, s, &spec, &mut r),
         Spec::WorkloadGroup(s) => workload_entry::validate_group(&obj.meta, s, &spec, &mut r),
     }
+    deprecated::check(&obj.spec, &spec, &mut r);
     r
 }
 

@@ -9,8 +9,8 @@ use crate::protocol::Protocol;
 use crate::types::{Location, ObjectMeta, Resolution, ServiceEntry};
 
 use super::common;
-use super::workload_entry::{self, go_quote, schema};
-use super::{P, Report};
+use super::workload_entry;
+use super::{P, Report, gofmt, schema};
 
 /// Label with which users opt a ServiceEntry out of IP auto-allocation.
 const ENABLE_AUTOALLOCATE_IP: &str = "networking.istio.io/enable-autoallocate-ip";
@@ -49,17 +49,16 @@ fn crd(se: &ServiceEntry, p: &P, r: &mut Report) {
         if port.name.is_empty() {
             schema::required(r, &pp.f("name"));
         } else if !names.insert(port.name.as_str()) {
-            r.error(&pp, format!("Duplicate value: map[string]interface {{}}{{\"name\":{}}}", go_quote(&port.name)));
+            r.error(
+                &pp,
+                format!("Duplicate value: map[string]interface {{}}{{\"name\":{}}}", gofmt::quote(&port.name)),
+            );
         }
         schema::max_length(r, &pp.f("name"), &port.name, 256);
         schema::max_length(r, &pp.f("protocol"), &port.protocol, 256);
-        if port.number == 0 {
-            schema::required(r, &pp.f("number"));
-        } else if port.number > 65535 {
-            schema::cel(r, &pp.f("number"), "integer", "port must be between 1-65535");
-        }
+        schema::required_port(r, &pp.f("number"), port.number);
         if port.target_port > 65535 {
-            schema::cel(r, &pp.f("targetPort"), "integer", "port must be between 1-65535");
+            schema::port_rule(r, &pp.f("targetPort"));
         }
     }
     let mut numbers = BTreeSet::new();
@@ -162,7 +161,7 @@ fn webhook(meta: &ObjectMeta, se: &ServiceEntry, p: &P, r: &mut Report) {
     for (i, port) in se.ports.iter().enumerate() {
         let pp = ports.i(i);
         if !port_names.insert(port.name.as_str()) {
-            r.error(&pp.f("name"), format!("service entry port name {} already defined", go_quote(&port.name)));
+            r.error(&pp.f("name"), format!("service entry port name {} already defined", gofmt::quote(&port.name)));
         }
         if !port_numbers.insert(port.number) {
             r.error(&pp.f("number"), format!("service entry port {} already defined", port.number));
@@ -219,7 +218,7 @@ fn webhook(meta: &ObjectMeta, se: &ServiceEntry, p: &P, r: &mut Report) {
                 if !common::is_ip(&ep.address) && common::fqdn(&ep.address).is_err() {
                     r.error(
                         &ep_path.f("address"),
-                        format!("endpoint address {} is not a valid FQDN or an IP address", go_quote(&ep.address)),
+                        format!("endpoint address {} is not a valid FQDN or an IP address", gofmt::quote(&ep.address)),
                     );
                 }
                 common::labels(&ep.labels, &ep_path.f("labels"), r);

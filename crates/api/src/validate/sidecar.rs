@@ -5,26 +5,25 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::protocol::Protocol;
 use crate::types::{
-    CaptureMode, Destination, IstioEgressListener, IstioIngressListener, ObjectMeta, OutboundMode,
-    OutboundTrafficPolicy, Port, ServerTlsMode, Sidecar, WorkloadSelector,
+    CaptureMode, IstioEgressListener, IstioIngressListener, ObjectMeta, OutboundMode, OutboundTrafficPolicy, Port,
+    ServerTlsMode, Sidecar,
 };
 
 use super::common::{self, UNIX_ADDRESS_PREFIX};
 use super::destination_rule::connection_pool;
-use super::gateway::{go_quote, tls_options, too_many};
-use super::{P, Report};
+use super::gateway::tls_options;
+use super::{P, Report, gofmt, schema};
 
 /// Addresses a `defaultEndpoint` may use (besides `unix://`).
 const DEFAULT_ENDPOINT_HOSTS: &[&str] = &["127.0.0.1", "0.0.0.0", "::1", "::"];
-/// CRD bounds on `workloadSelector.labels`.
+/// CRD bound on `workloadSelector.labels`.
 const MAX_SELECTOR_LABELS: usize = 256;
-const MAX_SELECTOR_VALUE_LEN: usize = 63;
 
 pub(super) fn validate(meta: &ObjectMeta, spec: &Sidecar, p: &P, r: &mut Report) {
     let mut selector_warnings = Vec::new();
     if let Some(ws) = &spec.workload_selector {
         let sp = p.f("workloadSelector").f("labels");
-        selector_schema(ws, &sp, r);
+        schema::selector_labels(r, &sp, &ws.labels, MAX_SELECTOR_LABELS);
         let mut sub = Report::default();
         common::workload_selector(&ws.labels, &sp, &mut sub);
         if sub.has_errors() {
@@ -98,22 +97,10 @@ pub(super) fn validate(meta: &ObjectMeta, spec: &Sidecar, p: &P, r: &mut Report)
     }
 }
 
-/// CRD schema of `workloadSelector.labels`: at most 256 entries, values at most 63 bytes.
-fn selector_schema(ws: &WorkloadSelector, p: &P, r: &mut Report) {
-    if ws.labels.len() > MAX_SELECTOR_LABELS {
-        r.error(p, too_many(ws.labels.len(), MAX_SELECTOR_LABELS));
-    }
-    for (k, v) in &ws.labels {
-        if v.len() > MAX_SELECTOR_VALUE_LEN {
-            r.error(&p.k(k), format!("Too long: may not be more than {MAX_SELECTOR_VALUE_LEN} bytes"));
-        }
-    }
-}
-
 /// One `ingress` listener.
 fn ingress(listener: &IstioIngressListener, seen_ports: &mut HashSet<u32>, p: &P, r: &mut Report) {
     let Some(port) = &listener.port else {
-        r.error(&p.f("port"), "Required value");
+        schema::required(r, &p.f("port"));
         r.error(&p.f("port"), "sidecar: port is required for ingress listeners");
         return;
     };
@@ -176,7 +163,7 @@ fn ingress(listener: &IstioIngressListener, seen_ports: &mut HashSet<u32>, p: &P
                     "sidecar: HTTP connection pool settings are configured for port {} ({}) but its protocol is not \
                      HTTP ({}); only TCP settings will apply",
                     port.number,
-                    go_quote(&port.name),
+                    gofmt::quote(&port.name),
                     port.protocol
                 ),
             );
@@ -211,7 +198,7 @@ fn default_endpoint(endpoint: &str, p: &P, r: &mut Report) {
              unix://filepath or unset",
         );
     }
-    match go_atoi(port) {
+    match gofmt::atoi(port) {
         Ok(n) => r.check(p, common::port(n)),
         Err(e) => r.error(p, format!("sidecar: defaultEndpoint port ({port}) is not a number: {e}")),
     }
@@ -271,13 +258,7 @@ fn egress_hosts(listener: &IstioEgressListener, config_namespace: &str, p: &P, r
 /// `validateSidecarOutboundTrafficPolicy`, plus the CRD's `mode` enum and required `egressProxy.host`.
 fn outbound_traffic_policy(tp: &OutboundTrafficPolicy, p: &P, r: &mut Report) {
     if tp.mode == OutboundMode::AllowAnyDynamicDns {
-        r.error(
-            &p.f("mode"),
-            format!(
-                "Unsupported value: {}: supported values: \"REGISTRY_ONLY\", \"ALLOW_ANY\"",
-                go_quote(tp.mode.as_str())
-            ),
-        );
+        schema::unsupported(r, &p.f("mode"), tp.mode.as_str(), &["REGISTRY_ONLY", "ALLOW_ANY"]);
         r.error(
             &p.f("mode"),
             "sidecar: ALLOW_ANY_DYNAMIC_DNS mode is only supported in MeshConfig, not in Sidecar resource",
@@ -287,7 +268,7 @@ fn outbound_traffic_policy(tp: &OutboundTrafficPolicy, p: &P, r: &mut Report) {
     let Some(proxy) = &tp.egress_proxy else { return };
     let pp = p.f("egressProxy");
     if proxy.host.is_empty() {
-        r.error(&pp.f("host"), "Required value");
+        schema::required(r, &pp.f("host"));
     }
     if tp.mode != OutboundMode::AllowAny {
         r.error(&pp, "sidecar: egress_proxy must be set only with ALLOW_ANY outbound_traffic_policy mode");
@@ -298,22 +279,7 @@ fn outbound_traffic_policy(tp: &OutboundTrafficPolicy, p: &P, r: &mut Report) {
         r.error(&pp.f("port"), "sidecar: egress_proxy port must be non-nil");
         return;
     }
-    destination(proxy, &pp, r);
-}
-
-/// `validateDestination`.
-fn destination(d: &Destination, p: &P, r: &mut Report) {
-    if d.host == "*" {
-        r.error(&p.f("host"), format!("invalid destination host {}", d.host));
-    } else {
-        r.check(&p.f("host"), common::wildcard_domain(&d.host));
-    }
-    if !d.subset.is_empty() && !common::is_dns1123_label(&d.subset) {
-        r.error(&p.f("subset"), format!("subset name is invalid: {}", d.subset));
-    }
-    if let Some(port) = &d.port {
-        r.check(&p.f("port").f("number"), common::port(i64::from(port.number)));
-    }
+    common::destination(proxy, &pp, r);
 }
 
 /// Go's `net.SplitHostPort`, with its error texts.
@@ -351,39 +317,13 @@ fn split_host_port(hostport: &str) -> Result<(&str, &str), String> {
     Ok((host, &hostport[i + 1..]))
 }
 
-/// Go's `strconv.Atoi` (64-bit `int`), with its error texts.
-fn go_atoi(s: &str) -> Result<i64, String> {
-    let syntax = || format!("strconv.Atoi: parsing {}: invalid syntax", go_quote(s));
-    let range = || format!("strconv.Atoi: parsing {}: value out of range", go_quote(s));
-    let (neg, digits) = match s.as_bytes().first() {
-        Some(b'-') => (true, &s[1..]),
-        Some(b'+') => (false, &s[1..]),
-        _ => (false, s),
-    };
-    if digits.is_empty() {
-        return Err(syntax());
-    }
-    let mut n: u64 = 0;
-    for c in digits.bytes() {
-        if !c.is_ascii_digit() {
-            return Err(syntax());
-        }
-        n = n.checked_mul(10).and_then(|n| n.checked_add(u64::from(c - b'0'))).ok_or_else(range)?;
-    }
-    if neg {
-        if n > 1 << 63 {
-            return Err(range());
-        }
-        Ok((n as i64).wrapping_neg())
-    } else {
-        i64::try_from(n).map_err(|_| range())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::{ConnectionPoolSettings, HttpSettings, PortSelector, ServerTlsSettings, Spec, TlsCertificate};
+    use crate::types::{
+        ConnectionPoolSettings, Destination, HttpSettings, PortSelector, ServerTlsSettings, Spec, TlsCertificate,
+        WorkloadSelector,
+    };
     use crate::validate::Finding;
     use crate::{LoadOptions, load_str};
 
@@ -752,11 +692,11 @@ mod tests {
         assert_eq!(split_host_port("[::1"), Err("address [::1: missing ']' in address".to_string()));
         assert_eq!(split_host_port("[::1]:80:1"), Err("address [::1]:80:1: too many colons in address".to_string()));
         assert_eq!(split_host_port("a]:80"), Err("address a]:80: unexpected ']' in address".to_string()));
-        assert_eq!(go_atoi("+42"), Ok(42));
-        assert_eq!(go_atoi("-9223372036854775808"), Ok(i64::MIN));
-        assert!(go_atoi("9223372036854775808").is_err_and(|e| e.ends_with("value out of range")));
-        assert!(go_atoi("").is_err_and(|e| e == "strconv.Atoi: parsing \"\": invalid syntax"));
-        assert!(go_atoi("1_000").is_err_and(|e| e.ends_with("invalid syntax")));
+        assert_eq!(gofmt::atoi("+42"), Ok(42));
+        assert_eq!(gofmt::atoi("-9223372036854775808"), Ok(i64::MIN));
+        assert!(gofmt::atoi("9223372036854775808").is_err_and(|e| e.ends_with("value out of range")));
+        assert!(gofmt::atoi("").is_err_and(|e| e == "strconv.Atoi: parsing \"\": invalid syntax"));
+        assert!(gofmt::atoi("1_000").is_err_and(|e| e.ends_with("invalid syntax")));
     }
 
     #[test]

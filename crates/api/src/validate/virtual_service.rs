@@ -8,27 +8,26 @@
 use base64::Engine as _;
 
 use crate::types::{
-    CorsPolicy, Destination, FaultAbort, FaultDelay, HeaderOperations, Headers, HttpDirectResponse, HttpFaultInjection,
+    CorsPolicy, FaultAbort, FaultDelay, HeaderOperations, Headers, HttpDirectResponse, HttpFaultInjection,
     HttpMatchRequest, HttpMirrorPolicy, HttpRedirect, HttpRetry, HttpRewrite, HttpRoute, HttpRouteDestination,
     L4MatchAttributes, ObjectMeta, RegexRewrite, RouteDestination, StringMatch, TcpRoute, TlsMatchAttributes, TlsRoute,
     VirtualService,
 };
 
 use super::common;
-use super::{P, Report};
+use super::{P, Report, gofmt, schema};
 
 /// The gateway name that means "all sidecars".
 const MESH_GATEWAY: &str = "mesh";
 /// Set by istiod on VirtualServices it generates from Gateway API routes.
 const ROUTE_SEMANTICS_ANNOTATION: &str = "internal.istio.io/route-semantics";
 const ROUTE_SEMANTICS_GATEWAY: &str = "gateway";
-const JWT_CLAIM_HEADER: &str = "@request.auth.claims";
 const CEL_DURATION: &str = "must be a valid duration greater than 1ms";
 const KB: usize = 1024;
 const MB: usize = 1024 * KB;
 
 pub(super) fn validate(meta: &ObjectMeta, spec: &VirtualService, p: &P, r: &mut Report) {
-    schema(spec, p, r);
+    crd(spec, p, r);
 
     let vs = spec;
     if vs.hosts.is_empty() {
@@ -58,12 +57,12 @@ pub(super) fn validate(meta: &ObjectMeta, spec: &VirtualService, p: &P, r: &mut 
             for (j, m) in http.matches.iter().enumerate() {
                 let mp = p.f("http").i(i).f("match").i(j);
                 for (field, map) in [("headers", &m.headers), ("withoutHeaders", &m.without_headers)] {
-                    for key in map.keys().filter(|k| is_jwt_claim(k)) {
+                    for key in map.keys().filter(|k| common::is_jwt_claim_route(k)) {
                         r.error(
                             &mp.f(field).k(key),
                             format!(
                                 "JWT claim based routing (key: {key}) is only supported for gateway, found no gateways: {}",
-                                go_slice(&vs.gateways)
+                                gofmt::strings_v(&vs.gateways)
                             ),
                         );
                     }
@@ -132,7 +131,7 @@ pub(super) fn validate(meta: &ObjectMeta, spec: &VirtualService, p: &P, r: &mut 
 
 /// What the API server checks before the webhook runs: each proto oneof is a
 /// schema `oneOf`, `bytes` must be base64, durations carry a CEL minimum.
-fn schema(vs: &VirtualService, p: &P, r: &mut Report) {
+fn crd(vs: &VirtualService, p: &P, r: &mut Report) {
     for (i, h) in vs.http.iter().enumerate() {
         let hp = p.f("http").i(i);
         for (j, m) in h.matches.iter().enumerate() {
@@ -153,28 +152,28 @@ fn schema(vs: &VirtualService, p: &P, r: &mut Report) {
             }
         }
         if let Some(rd) = &h.redirect {
-            oneof(&[rd.port.is_some(), rd.derive_port.is_some()], &hp.f("redirect"), r);
+            schema::one_of(r, &hp.f("redirect"), &[rd.port.is_some(), rd.derive_port.is_some()]);
         }
         if let Some(body) = h.direct_response.as_ref().and_then(|d| d.body.as_ref()) {
             let bp = hp.f("directResponse").f("body");
-            oneof(&[body.string.is_some(), body.bytes.is_some()], &bp, r);
+            schema::one_of(r, &bp, &[body.string.is_some(), body.bytes.is_some()]);
             if let Some(b) = &body.bytes
                 && decode_base64(b).is_none()
             {
-                r.error(&bp.f("bytes"), format!("in body must be of type byte: {}", go_quote(b)));
+                r.error(&bp.f("bytes"), format!("in body must be of type byte: {}", gofmt::quote(b)));
             }
         }
         if let Some(f) = &h.fault {
             if let Some(a) = &f.abort {
-                oneof(
-                    &[a.http_status.is_some(), a.grpc_status.is_some(), a.http2_error.is_some()],
-                    &hp.f("fault").f("abort"),
+                schema::one_of(
                     r,
+                    &hp.f("fault").f("abort"),
+                    &[a.http_status.is_some(), a.grpc_status.is_some(), a.http2_error.is_some()],
                 );
             }
             if let Some(d) = &f.delay {
                 let dp = hp.f("fault").f("delay");
-                oneof(&[d.fixed_delay.is_some(), d.exponential_delay.is_some()], &dp, r);
+                schema::one_of(r, &dp, &[d.fixed_delay.is_some(), d.exponential_delay.is_some()]);
                 cel_duration(d.fixed_delay.as_ref(), &dp.f("fixedDelay"), r);
                 cel_duration(d.exponential_delay.as_ref(), &dp.f("exponentialDelay"), r);
             }
@@ -194,14 +193,7 @@ fn schema(vs: &VirtualService, p: &P, r: &mut Report) {
 }
 
 fn string_match_oneof(sm: &StringMatch, p: &P, r: &mut Report) {
-    oneof(&[sm.exact.is_some(), sm.prefix.is_some(), sm.regex.is_some()], p, r);
-}
-
-fn oneof(set: &[bool], p: &P, r: &mut Report) {
-    let n = set.iter().filter(|s| **s).count();
-    if n > 1 {
-        r.error(p, format!("must validate one and only one schema (oneOf). Found {n} valid alternatives"));
-    }
+    schema::one_of(r, p, &[sm.exact.is_some(), sm.prefix.is_some(), sm.regex.is_some()]);
 }
 
 fn cel_duration(d: Option<&crate::types::Duration>, p: &P, r: &mut Report) {
@@ -239,8 +231,8 @@ fn gateway_names(names: &[String], gateway_semantics: bool, p: &P, r: &mut Repor
                     &ip,
                     format!(
                         "using legacy gatewayName format {}; prefer the <namespace>/<name> format: {}",
-                        go_quote(name),
-                        go_quote(&recommended)
+                        gofmt::quote(name),
+                        gofmt::quote(&recommended)
                     ),
                 );
             }
@@ -251,10 +243,10 @@ fn gateway_names(names: &[String], gateway_semantics: bool, p: &P, r: &mut Repor
             r.error(&ip, "config namespace and gateway name cannot be empty");
         }
         if !common::is_dns1123_label(ns) {
-            r.error(&ip, format!("invalid value for namespace: {}", go_quote(ns)));
+            r.error(&ip, format!("invalid value for namespace: {}", gofmt::quote(ns)));
         }
         if !common::is_dns1123_label(gw) && !gateway_semantics {
-            r.error(&ip, format!("invalid value for gateway name: {}", go_quote(gw)));
+            r.error(&ip, format!("invalid value for gateway name: {}", gofmt::quote(gw)));
         }
     }
 }
@@ -266,21 +258,6 @@ fn is_gateway(vs: &VirtualService) -> bool {
 
 fn is_sni_host(vs: &VirtualService) -> bool {
     vs.tls.iter().flat_map(|t| &t.matches).any(|m| !m.sni_hosts.is_empty())
-}
-
-/// `jwt.ToRoutingClaim(name).Match`: the prefix is matched case-insensitively.
-fn is_jwt_claim(name: &str) -> bool {
-    let n = JWT_CLAIM_HEADER.len();
-    if name.len() < n || !name.is_char_boundary(n) || !name[..n].eq_ignore_ascii_case(JWT_CLAIM_HEADER) {
-        return false;
-    }
-    let rest = &name[n..];
-    (rest.starts_with('.') && rest.len() > 1) || (rest.starts_with('[') && rest.ends_with(']') && rest.len() > 2)
-}
-
-/// `ValidateHTTPHeaderNameOrJwtClaimRoute`.
-fn header_name_or_jwt_claim(name: &str) -> Result<(), String> {
-    if !name.is_empty() && is_jwt_claim(name) { Ok(()) } else { common::header_name_or_jwt_claim(name) }
 }
 
 fn is_wildcarded(h: &str) -> bool {
@@ -349,15 +326,21 @@ fn http_route(http: &HttpRoute, delegate: bool, gateway_semantics: bool, p: &P, 
     if let Some(pct) = &http.mirror_percentage {
         let mp = p.f("mirrorPercentage");
         if pct.value > 100.0 {
-            r.error(&mp, format!("mirror_percentage must have a max value of 100 (it has {})", go_f(pct.value)));
+            r.error(
+                &mp,
+                format!("mirror_percentage must have a max value of 100 (it has {})", gofmt::float_f(pct.value)),
+            );
         }
         if pct.value < 0.0 {
-            r.error(&mp, format!("mirror_percentage must have a min value of 0 (it has {})", go_f(pct.value)));
+            r.error(
+                &mp,
+                format!("mirror_percentage must have a min value of 0 (it has {})", gofmt::float_f(pct.value)),
+            );
         }
     }
 
     if let Some(m) = &http.mirror {
-        destination(m, &p.f("mirror"), r);
+        common::destination(m, &p.f("mirror"), r);
     }
     mirrors(&http.mirrors, &p.f("mirrors"), r);
     redirect(http.redirect.as_ref(), &http.matches, &p.f("redirect"), r);
@@ -425,12 +408,12 @@ fn http_match_requests(http: &HttpRoute, p: &P, r: &mut Report) {
         let mp = mp(j);
         for (name, sm) in &m.headers {
             let hp = mp.f("headers").k(name);
-            r.check(&hp, header_name_or_jwt_claim(name));
+            r.check(&hp, common::header_name_or_jwt_claim(name));
             r.check(&hp, string_match(Some(sm), "headers"));
         }
         for (name, sm) in &m.without_headers {
             let hp = mp.f("withoutHeaders").k(name);
-            r.check(&hp, header_name_or_jwt_claim(name));
+            r.check(&hp, common::header_name_or_jwt_claim(name));
             // `*` is not a regex here: it means "header present".
             if sm.regex.as_deref() != Some("*") {
                 r.check(&hp, string_match(Some(sm), "withoutHeaders"));
@@ -481,7 +464,9 @@ fn match_type(sm: &StringMatch) -> MatchType<'_> {
 /// `validateStringMatch`.
 fn string_match(sm: Option<&StringMatch>, where_: &str) -> Result<(), String> {
     match sm.map(match_type) {
-        Some(MatchType::Prefix("")) => Err(format!("{}: prefix string match should not be empty", go_quote(where_))),
+        Some(MatchType::Prefix("")) => {
+            Err(format!("{}: prefix string match should not be empty", gofmt::quote(where_)))
+        }
         Some(MatchType::Regex(_)) => string_match_regexp(sm, where_),
         _ => Ok(()),
     }
@@ -490,7 +475,7 @@ fn string_match(sm: Option<&StringMatch>, where_: &str) -> Result<(), String> {
 /// `validateStringMatchRegexp`.
 fn string_match_regexp(sm: Option<&StringMatch>, where_: &str) -> Result<(), String> {
     match sm.map(match_type) {
-        Some(MatchType::Regex("")) => Err(format!("{}: regex string match should not be empty", go_quote(where_))),
+        Some(MatchType::Regex("")) => Err(format!("{}: regex string match should not be empty", gofmt::quote(where_))),
         Some(MatchType::Regex(re)) => string_regexp(re, where_),
         _ => Ok(()),
     }
@@ -499,12 +484,12 @@ fn string_match_regexp(sm: Option<&StringMatch>, where_: &str) -> Result<(), Str
 /// `validateStringRegexp`: at most 1024 bytes and valid RE2 as Go parses it.
 fn string_regexp(re: &str, where_: &str) -> Result<(), String> {
     if re.len() > 1024 {
-        return Err(format!("{}: regex is too large, max length allowed is 1024", go_quote(where_)));
+        return Err(format!("{}: regex is too large, max length allowed is 1024", gofmt::quote(where_)));
     }
     goregexp::check(re).map_err(|e| {
         format!(
             "{}: {e}; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)",
-            go_quote(where_)
+            gofmt::quote(where_)
         )
     })
 }
@@ -663,7 +648,7 @@ fn cors_policy(policy: Option<&CorsPolicy>, p: &P, r: &mut Report) {
     }
     for (i, m) in c.allow_methods.iter().enumerate() {
         if !CORS_METHODS.contains(&m.as_str()) {
-            r.error(&p.f("allowMethods").i(i), format!("{} is not a supported HTTP method", go_quote(m)));
+            r.error(&p.f("allowMethods").i(i), format!("{} is not a supported HTTP method", gofmt::quote(m)));
         }
     }
     for (field, names) in [("allowHeaders", &c.allow_headers), ("exposeHeaders", &c.expose_headers)] {
@@ -724,7 +709,7 @@ fn fault_abort(a: &FaultAbort, p: &P, r: &mut Report) {
                 format!(
                     "gRPC status {} is not supported. See https://github.com/grpc/grpc/blob/master/doc/statuscodes.md \
                      for a list of supported codes, for example 'NOT_FOUND'",
-                    go_quote(g)
+                    gofmt::quote(g)
                 ),
             );
         }
@@ -757,22 +742,6 @@ fn fault_delay(d: &FaultDelay, p: &P, r: &mut Report) {
     }
 }
 
-/// `validateDestination`.
-fn destination(d: &Destination, p: &P, r: &mut Report) {
-    let hp = p.f("host");
-    if d.host == "*" {
-        r.error(&hp, format!("invalid destination host {}", d.host));
-    } else {
-        r.check(&hp, common::wildcard_domain(&d.host));
-    }
-    if !d.subset.is_empty() && !common::is_dns1123_label(&d.subset) {
-        r.error(&p.f("subset"), format!("subset name is invalid: {}", d.subset));
-    }
-    if let Some(port) = &d.port {
-        r.check(&p.f("port").f("number"), common::port(i64::from(port.number)));
-    }
-}
-
 /// `validateHTTPMirrors`.
 fn mirrors(mirrors: &[HttpMirrorPolicy], p: &P, r: &mut Report) {
     for (i, m) in mirrors.iter().enumerate() {
@@ -781,14 +750,20 @@ fn mirrors(mirrors: &[HttpMirrorPolicy], p: &P, r: &mut Report) {
             r.error(&mp.f("destination"), "destination is required for mirrors");
             continue;
         };
-        destination(d, &mp.f("destination"), r);
+        common::destination(d, &mp.f("destination"), r);
         if let Some(pct) = &m.percentage {
             let pp = mp.f("percentage");
             if pct.value > 100.0 {
-                r.error(&pp, format!("mirror percentage must have a max value of 100 (it has {})", go_f(pct.value)));
+                r.error(
+                    &pp,
+                    format!("mirror percentage must have a max value of 100 (it has {})", gofmt::float_f(pct.value)),
+                );
             }
             if pct.value < 0.0 {
-                r.error(&pp, format!("mirror percentage must have a min value of 0 (it has {})", go_f(pct.value)));
+                r.error(
+                    &pp,
+                    format!("mirror percentage must have a min value of 0 (it has {})", gofmt::float_f(pct.value)),
+                );
             }
         }
     }
@@ -898,19 +873,6 @@ fn is_known_http_status(code: i64) -> bool {
     )
 }
 
-/// Go's `strconv.Atoi`, returning 0 where it fails (Istio ignores the error).
-fn go_atoi(s: &str) -> i64 {
-    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
-        return 0;
-    }
-    match s.parse::<i64>() {
-        Ok(v) => v,
-        Err(_) if s.starts_with('-') => i64::MIN,
-        Err(_) => i64::MAX,
-    }
-}
-
 /// `agent.ValidateHTTPRetry`.
 fn http_retry(rt: &HttpRetry, p: &P, r: &mut Report) {
     if rt.attempts < 0 {
@@ -926,8 +888,9 @@ fn http_retry(rt: &HttpRetry, p: &P, r: &mut Report) {
     }
     if !rt.retry_on.is_empty() {
         for policy in rt.retry_on.split(',') {
-            if !is_known_http_status(go_atoi(policy)) && !RETRY_ON_POLICIES.contains(&policy) {
-                r.error(&p.f("retryOn"), format!("{} is not a valid retryOn policy", go_quote(policy)));
+            // Istio ignores Atoi's error and looks up whatever number it returned.
+            if !is_known_http_status(gofmt::atoi_value(policy)) && !RETRY_ON_POLICIES.contains(&policy) {
+                r.error(&p.f("retryOn"), format!("{} is not a valid retryOn policy", gofmt::quote(policy)));
             }
         }
     }
@@ -966,23 +929,19 @@ fn uri_regex_rewrite(rr: &RegexRewrite) -> Result<(), String> {
     string_regexp(&rr.match_, "HTTPRewrite.UriRegexRewrite.Match")
 }
 
-fn is_authority_header(name: &str) -> bool {
-    name.eq_ignore_ascii_case(":authority") || name.eq_ignore_ascii_case("host")
-}
-
 /// `validateAuthorityRewrite`: the authority may be rewritten in one place only.
 fn authority_rewrite(rw: Option<&HttpRewrite>, headers: Option<&Headers>, p: &P, r: &mut Report) {
     let mut current = rw.map_or("", |rw| rw.authority.as_str());
     let Some(req) = headers.and_then(|h| h.request.as_ref()) else { return };
     for (field, map) in [("set", &req.set), ("add", &req.add)] {
-        for (k, v) in map.iter().filter(|(k, _)| is_authority_header(k)) {
+        for (k, v) in map.iter().filter(|(k, _)| common::is_authority_header(k)) {
             if !current.is_empty() {
                 r.error(
                     &p.f("headers").f("request").f(field).k(k),
                     format!(
                         "authority header cannot be set multiple times: have {}, attempting to set {}",
-                        go_quote(current),
-                        go_quote(v)
+                        gofmt::quote(current),
+                        gofmt::quote(v)
                     ),
                 );
                 return;
@@ -1002,7 +961,7 @@ fn http_route_destinations(routes: &[HttpRouteDestination], gateway_semantics: b
         }
         header_operations(rd.headers.as_ref(), &rp.f("headers"), r);
         if !gateway_semantics && let Some(d) = &rd.destination {
-            destination(d, &rp.f("destination"), r);
+            common::destination(d, &rp.f("destination"), r);
         }
         r.check(&rp.f("weight"), common::weight(rd.weight));
         total = total.wrapping_add(rd.weight);
@@ -1019,7 +978,7 @@ fn route_destinations(routes: &[RouteDestination], gateway_semantics: bool, p: &
         let rp = p.i(i);
         match &rd.destination {
             None => r.error(&rp.f("destination"), "destination is required"),
-            Some(d) if !gateway_semantics => destination(d, &rp.f("destination"), r),
+            Some(d) if !gateway_semantics => common::destination(d, &rp.f("destination"), r),
             Some(_) => {}
         }
         r.check(&rp.f("weight"), common::weight(rd.weight));
@@ -1077,7 +1036,7 @@ fn sni_host(sni: &str, vs: &VirtualService, p: &P, r: &mut Report) {
                 p,
                 format!(
                     "using an IP address ({}) goes against SNI spec and most clients do not support this",
-                    go_quote(sni)
+                    gofmt::quote(sni)
                 ),
             );
         } else {
@@ -1092,7 +1051,7 @@ fn sni_host(sni: &str, vs: &VirtualService, p: &P, r: &mut Report) {
         p,
         format!(
             "SNI host {} is not a compatible subset of any of the virtual service hosts: [{}]",
-            go_quote(sni),
+            gofmt::quote(sni),
             vs.hosts.join(", ")
         ),
     );
@@ -1137,11 +1096,11 @@ fn warn_ineffective(r: &mut Report, p: &P, rule: &str, matchn: &str, dup: &str) 
 }
 
 fn http_route_name(route: &HttpRoute, n: usize) -> String {
-    if route.name.is_empty() { format!("#{n}") } else { go_quote(&route.name) }
+    if route.name.is_empty() { format!("#{n}") } else { gofmt::quote(&route.name) }
 }
 
 fn http_request_name(m: &HttpMatchRequest, n: usize) -> String {
-    if m.name.is_empty() { format!("#{n}") } else { go_quote(&m.name) }
+    if m.name.is_empty() { format!("#{n}") } else { gofmt::quote(&m.name) }
 }
 
 /// A prefix URI match reduced to what the overlap analysis compares.
@@ -1294,62 +1253,6 @@ fn unreachable_l4_rules<'a, M: PartialEq + 'a>(routes: impl Iterator<Item = &'a 
         if duplicates == matches.len() {
             warn_unused(r, &rp, &name, "all matches used by prior rules");
         }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Go formatting helpers
-// ---------------------------------------------------------------------------
-
-/// Go's `%q` for a string (`strconv.Quote`).
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            ' ' => out.push(' '),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if c.is_control() || c.is_whitespace() || is_format_char(c) => {
-                if (c as u32) < 0x10000 {
-                    out.push_str(&format!("\\u{:04x}", c as u32));
-                } else {
-                    out.push_str(&format!("\\U{:08x}", c as u32));
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// A few invisible characters Go does not consider printable.
-fn is_format_char(c: char) -> bool {
-    matches!(c, '\u{ad}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
-}
-
-/// Go's `%v` for a `[]string`.
-fn go_slice(v: &[String]) -> String {
-    format!("[{}]", v.join(" "))
-}
-
-/// Go's `%f`.
-fn go_f(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
-    } else {
-        format!("{v:.6}")
     }
 }
 
@@ -2860,20 +2763,20 @@ mod tests {
 
     #[test]
     fn go_formatting() {
-        assert_eq!(go_quote("a\"b\\c\n\u{1}é"), "\"a\\\"b\\\\c\\n\\x01é\"");
-        assert_eq!(go_slice(&[]), "[]");
-        assert_eq!(go_slice(&["a".into(), "b".into()]), "[a b]");
-        assert_eq!(go_f(-1.0), "-1.000000");
+        assert_eq!(gofmt::quote("a\"b\\c\n\u{1}é"), "\"a\\\"b\\\\c\\n\\x01é\"");
+        assert_eq!(gofmt::strings_v(Vec::<String>::new()), "[]");
+        assert_eq!(gofmt::strings_v(["a".to_string(), "b".to_string()]), "[a b]");
+        assert_eq!(gofmt::float_f(-1.0), "-1.000000");
         assert!(
             host_matches("*.foo.bar", "*.bar") && host_matches("foo.bar", "*") && !host_matches("*.foo.com", "foo.com")
         );
         assert!(host_subset_of("a.foo.com", "*.foo.com") && !host_subset_of("*.com", "*.foo.com"));
         assert!(
-            is_jwt_claim("@Request.Auth.Claims.x")
-                && !is_jwt_claim("@request.auth.claims.")
-                && !is_jwt_claim("@request.auth.claims[]")
+            common::is_jwt_claim_route("@Request.Auth.Claims.x")
+                && !common::is_jwt_claim_route("@request.auth.claims.")
+                && !common::is_jwt_claim_route("@request.auth.claims[]")
         );
-        assert_eq!(go_atoi("+503"), 503);
-        assert_eq!(go_atoi("5x"), 0);
+        assert_eq!(gofmt::atoi_value("+503"), 503);
+        assert_eq!(gofmt::atoi_value("5x"), 0);
     }
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use crate::types::{ObjectMeta, ReadinessProbe, WorkloadEntry, WorkloadGroup};
 
 use super::common::{self, UNIX_ADDRESS_PREFIX};
-use super::{P, Report};
+use super::{P, Report, gofmt, schema};
 
 pub(super) fn validate_entry(_meta: &ObjectMeta, spec: &WorkloadEntry, p: &P, r: &mut Report) {
     crd_entry(spec, p, r, false);
@@ -39,7 +39,7 @@ pub(super) fn entry(
             r.error(&addr_path, "address is required");
             return;
         }
-        r.warn(&addr_path, format!("address is unset with network {}", go_quote(&we.network)));
+        r.warn(&addr_path, format!("address is unset with network {}", gofmt::quote(&we.network)));
     }
 
     let unix = addr.starts_with(UNIX_ADDRESS_PREFIX);
@@ -50,9 +50,12 @@ pub(super) fn entry(
         }
     } else if !addr.is_empty() && !common::is_ip(addr) {
         if !allow_fqdn {
-            r.error(&addr_path, format!("endpoint address {} is not a valid IP address", go_quote(addr)));
+            r.error(&addr_path, format!("endpoint address {} is not a valid IP address", gofmt::quote(addr)));
         } else if common::fqdn(addr).is_err() {
-            r.error(&addr_path, format!("endpoint address {} is not a valid FQDN or an IP address", go_quote(addr)));
+            r.error(
+                &addr_path,
+                format!("endpoint address {} is not a valid FQDN or an IP address", gofmt::quote(addr)),
+            );
         }
     }
 
@@ -107,7 +110,7 @@ pub(super) fn crd_entry(we: &WorkloadEntry, p: &P, r: &mut Report, is_template: 
     schema::max_properties(r, &ports, we.ports.len(), 128);
     for (name, &port) in &we.ports {
         if !(1..=65535).contains(&port) {
-            schema::cel(r, &ports.k(name), "integer", "port must be between 1-65535");
+            schema::port_rule(r, &ports.k(name));
         }
     }
     if !we.ports.keys().all(|k| k.len() < 63 && common::is_dns1123_label(k)) {
@@ -130,7 +133,7 @@ fn crd_group(wg: &WorkloadGroup, p: &P, r: &mut Report) {
     let pp = p.f("probe");
     let methods = [probe.http_get.is_some(), probe.tcp_socket.is_some(), probe.exec.is_some(), probe.grpc.is_some()];
     if methods.iter().filter(|&&m| m).count() > 1 {
-        schema::cel_like(r, &pp, "\"object\"", &format!("{pp} in body must validate one and only one schema (oneOf)"));
+        schema::invalid(r, &pp, "\"object\"", &format!("{pp} in body must validate one and only one schema (oneOf)"));
     }
     for (field, v) in [
         ("failureThreshold", probe.failure_threshold),
@@ -143,7 +146,7 @@ fn crd_group(wg: &WorkloadGroup, p: &P, r: &mut Report) {
     }
     if let Some(h) = &probe.http_get {
         let hp = pp.f("httpGet");
-        crd_required_port(r, &hp.f("port"), h.port);
+        schema::required_port(r, &hp.f("port"), h.port);
         if !matches!(h.scheme.as_str(), "" | "HTTP" | "HTTPS") {
             schema::cel(r, &hp.f("scheme"), "string", "scheme must be one of [HTTP, HTTPS]");
         }
@@ -155,7 +158,7 @@ fn crd_group(wg: &WorkloadGroup, p: &P, r: &mut Report) {
         }
     }
     if let Some(t) = &probe.tcp_socket {
-        crd_required_port(r, &pp.f("tcpSocket").f("port"), t.port);
+        schema::required_port(r, &pp.f("tcpSocket").f("port"), t.port);
     }
     if let Some(e) = &probe.exec {
         let cp = pp.f("exec").f("command");
@@ -165,23 +168,14 @@ fn crd_group(wg: &WorkloadGroup, p: &P, r: &mut Report) {
         for (i, c) in e.command.iter().enumerate() {
             if c.is_empty() {
                 let ip = cp.i(i);
-                schema::cel_like(r, &ip, "\"\"", &format!("{ip} in body should be at least 1 chars long"));
+                schema::invalid(r, &ip, "\"\"", &format!("{ip} in body should be at least 1 chars long"));
             }
         }
     }
     if let Some(g) = &probe.grpc
         && g.port > 65535
     {
-        schema::cel(r, &pp.f("grpc").f("port"), "integer", "port must be between 1-65535");
-    }
-}
-
-/// A required port with the `port must be between 1-65535` rule (0 reads as unset).
-fn crd_required_port(r: &mut Report, p: &P, port: u32) {
-    if port == 0 {
-        schema::required(r, p);
-    } else if port > 65535 {
-        schema::cel(r, p, "integer", "port must be between 1-65535");
+        schema::port_rule(r, &pp.f("grpc").f("port"));
     }
 }
 
@@ -248,88 +242,6 @@ fn readiness_probe(probe: &ReadinessProbe, p: &P, r: &mut Report) {
     }
     if !any {
         r.error(p, "unknown health check method <nil>");
-    }
-}
-
-/// Go's `%q` for a string (`strconv.Quote`).
-pub(super) fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\x{:02x}", c as u32)),
-            ' ' => out.push(' '),
-            c if go_printable(c) => out.push(c),
-            c if (c as u32) < 0x10000 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push_str(&format!("\\U{:08x}", c as u32)),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// An approximation of Go's `unicode.IsPrint` for characters other than ASCII space.
-fn go_printable(c: char) -> bool {
-    let n = c as u32;
-    let format_or_private = matches!(n,
-        0xAD | 0x600..=0x605 | 0x61C | 0x6DD | 0x70F | 0x180E | 0x200B..=0x200F | 0x2028..=0x202E
-        | 0x2060..=0x206F | 0xFEFF | 0xFFF9..=0xFFFB | 0xE000..=0xF8FF | 0xF0000..=0x10FFFF);
-    !c.is_control() && !c.is_whitespace() && !format_or_private
-}
-
-/// Kubernetes API-server messages for CRD schema and CEL violations.
-pub(super) mod schema {
-    use super::super::{P, Report};
-    use super::go_quote;
-
-    /// A missing required field.
-    pub(in crate::validate) fn required(r: &mut Report, p: &P) {
-        r.error(p, "Required value");
-    }
-
-    /// A failed `x-kubernetes-validations` rule on a value of schema type `ty`.
-    pub(in crate::validate) fn cel(r: &mut Report, p: &P, ty: &str, msg: &str) {
-        r.error(p, format!("Invalid value: \"{ty}\": {msg}"));
-    }
-
-    /// An OpenAPI violation reported as `Invalid value: <value>: <message>`.
-    pub(in crate::validate) fn cel_like(r: &mut Report, p: &P, value: &str, msg: &str) {
-        r.error(p, format!("Invalid value: {value}: {msg}"));
-    }
-
-    pub(in crate::validate) fn max_items(r: &mut Report, p: &P, n: usize, max: usize) {
-        if n > max {
-            r.error(p, format!("Too many: {n}: must have at most {max} items"));
-        }
-    }
-
-    pub(in crate::validate) fn max_properties(r: &mut Report, p: &P, n: usize, max: usize) {
-        max_items(r, p, n, max);
-    }
-
-    pub(in crate::validate) fn max_length(r: &mut Report, p: &P, s: &str, max: usize) {
-        if s.len() > max {
-            r.error(p, format!("Too long: may not be more than {max} bytes"));
-        }
-    }
-
-    pub(in crate::validate) fn minimum(r: &mut Report, p: &P, v: i64, min: i64) {
-        if v < min {
-            r.error(p, format!("Invalid value: {v}: {p} in body should be greater than or equal to {min}"));
-        }
-    }
-
-    pub(in crate::validate) fn pattern(r: &mut Report, p: &P, v: &str, pattern: &str) {
-        r.error(p, format!("Invalid value: {}: {p} in body should match '{pattern}'", go_quote(v)));
     }
 }
 
@@ -508,9 +420,9 @@ mod tests {
 
     #[test]
     fn go_quoting() {
-        assert_eq!(go_quote("a\"b\\c"), r#""a\"b\\c""#);
-        assert_eq!(go_quote("x\ny\u{1}"), r#""x\ny\x01""#);
-        assert_eq!(go_quote("é'"), "\"é'\"");
-        assert_eq!(go_quote("\u{200b}"), r#""\u200b""#);
+        assert_eq!(gofmt::quote("a\"b\\c"), r#""a\"b\\c""#);
+        assert_eq!(gofmt::quote("x\ny\u{1}"), r#""x\ny\x01""#);
+        assert_eq!(gofmt::quote("é'"), "\"é'\"");
+        assert_eq!(gofmt::quote("\u{200b}"), r#""\u200b""#);
     }
 }
