@@ -53,6 +53,17 @@ pub fn analyze(loaded: &Loaded, mesh: &MeshConfig, cluster_domain: &str) -> Vec<
     let store = ConfigStore::from_loaded(loaded);
     let base = Node { cluster_domain: cluster_domain.to_string(), ..Node::default() };
     let registry = Registry::from_config(&store, mesh, &base, &mut messages);
+    for dr in &store.destination_rules {
+        let host = crate::host::resolve_short_name(&dr.spec.host, &dr.namespace, cluster_domain);
+        if !registry.services.iter().any(|s| crate::host::matches(&host, &s.hostname)) {
+            messages.warn(
+                crate::message::code::UNKNOWN_DESTINATION_RULE_HOST,
+                format!("DestinationRule {}", dr.key()),
+                Some(dr.origin_at("spec.host")),
+                format!("The host {host} defined in the DestinationRule does not match any services in the mesh."),
+            );
+        }
+    }
     for node in nodes(&store, &base) {
         let snap = crate::compile(crate::Input { config: &store, registry: &registry, mesh }, &node);
         for m in snap.messages {

@@ -97,13 +97,12 @@ pub fn select_virtual_host<'t>(table: &'t RouteTable, authority: &str) -> Option
                 {
                     best_suffix = Some((suffix.len(), vh));
                 }
-            } else if let Some(prefix) = d.strip_suffix('*') {
-                if host.len() > prefix.len()
-                    && host.starts_with(prefix)
-                    && best_prefix.is_none_or(|(l, _)| prefix.len() > l)
-                {
-                    best_prefix = Some((prefix.len(), vh));
-                }
+            } else if let Some(prefix) = d.strip_suffix('*')
+                && host.len() > prefix.len()
+                && host.starts_with(prefix)
+                && best_prefix.is_none_or(|(l, _)| prefix.len() > l)
+            {
+                best_prefix = Some((prefix.len(), vh));
             }
         }
     }

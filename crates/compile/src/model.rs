@@ -13,6 +13,30 @@ use serde::Serialize;
 /// Cheap-to-clone interned string for names in the model.
 pub type Str = Arc<str>;
 
+/// Durations serialize as proto-JSON strings (`"10s"`, `"0.5s"`), as users write them.
+pub mod duration {
+    use serde::Serializer;
+
+    pub fn text(d: &std::time::Duration) -> String {
+        let (s, n) = (d.as_secs(), d.subsec_nanos());
+        if n == 0 {
+            format!("{s}s")
+        } else {
+            let frac = format!("{n:09}");
+            format!("{s}.{}s", frac.trim_end_matches('0'))
+        }
+    }
+    pub fn one<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&text(d))
+    }
+    pub fn opt<S: Serializer>(d: &Option<std::time::Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&text(d)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Snapshot {
     pub node: NodeSummary,
@@ -189,7 +213,7 @@ pub struct Route {
     pub matcher: RouteMatch,
     pub action: RouteAction,
     /// `None`: no route timeout (Istio's default).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "duration::opt")]
     pub timeout: Option<std::time::Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retries: Option<RetryPolicy>,
@@ -352,14 +376,14 @@ pub enum RedirectPort {
 pub struct RetryPolicy {
     /// Retries after the first attempt.
     pub attempts: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "duration::opt")]
     pub per_try_timeout: Option<std::time::Duration>,
     /// Envoy `retry_on` conditions (`connect-failure`, `5xx`, `unavailable`, ...).
     pub retry_on: Vec<Str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub retriable_status_codes: Vec<u16>,
     /// Base back-off (Envoy default 25 ms; max is 10x base).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "duration::opt")]
     pub backoff: Option<std::time::Duration>,
     pub retry_remote_localities: bool,
     /// Avoid hosts already tried (Envoy `previous_hosts` predicate).
@@ -376,6 +400,7 @@ pub struct Fault {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct FaultDelay {
+    #[serde(serialize_with = "duration::one")]
     pub fixed_delay: std::time::Duration,
     /// Share of requests, 0.0 to 100.0.
     pub percentage: f64,
@@ -412,7 +437,7 @@ pub struct Cors {
     pub allow_headers: Vec<Str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub expose_headers: Vec<Str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "duration::opt")]
     pub max_age: Option<std::time::Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_credentials: Option<bool>,

@@ -84,9 +84,13 @@ pub fn http_routes(vs: &ResolvedVs, env: &RouteEnv<'_>, messages: &mut Messages)
         }
         let src = vs.rule_source(i);
         let mut catch_all = false;
+        // Whether the catch-all holds on every listener (no config-time filter),
+        // so that later rules can never match anywhere.
+        let mut unconditional = false;
         if rule.matches.is_empty() {
             out.extend(translate_route(&src, ns, rule, None, catch_all_match(), env, messages));
             catch_all = true;
+            unconditional = true;
         } else {
             for (mi, m) in rule.matches.iter().enumerate() {
                 if !http_static_match(m, ns, env) {
@@ -97,11 +101,26 @@ pub fn http_routes(vs: &ResolvedVs, env: &RouteEnv<'_>, messages: &mut Messages)
                 out.extend(translate_route(&src, ns, rule, Some((mi, m)), matcher, env, messages));
                 if is_catch_all {
                     catch_all = true;
+                    unconditional = m.port == 0
+                        && m.source_labels.is_empty()
+                        && m.gateways.is_empty()
+                        && m.source_namespace.is_empty();
                     break;
                 }
             }
         }
         if catch_all {
+            // Everything after an unconditional catch-all is unreachable.
+            if let Some(next) = vs.http.get(i + 1..).filter(|rest| !rest.is_empty() && unconditional) {
+                let src = vs.rule_source(i + 1);
+                let unreachable: Vec<String> = (i + 1..i + 1 + next.len()).map(|r| r.to_string()).collect();
+                messages.warn(
+                    code::SHADOWED_ROUTE,
+                    src.object.clone(),
+                    Some(src.origin_at("")),
+                    format!("http rule(s) {} never match: rule {i} matches every request first", unreachable.join(", ")),
+                );
+            }
             break;
         }
     }

@@ -42,9 +42,9 @@ fn invalid_objects_exit_1_with_located_findings() {
         format!(
             "{file}:15: VirtualService default/broken-reviews: spec.http[0].timeout: duration must be greater than 1ms"
         ),
-        format!("\"sometimes\" is not a valid retryOn policy"),
-        format!("HTTP route cannot contain both route and redirect"),
-        format!("200 is not a valid redirect code, must be 3xx"),
+        "\"sometimes\" is not a valid retryOn policy".to_string(),
+        "HTTP route cannot contain both route and redirect".to_string(),
+        "200 is not a valid redirect code, must be 3xx".to_string(),
     ] {
         assert!(out.contains(&want), "missing {want:?} in:\n{out}");
     }
