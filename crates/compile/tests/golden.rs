@@ -1,5 +1,6 @@
 //! Golden tests: each `testdata/<case>/` holds input YAML (`input/`, plus
-//! optional `shared.txt` listing files under `../shared/spec/` to load too),
+//! optional `shared.txt` listing more files to load: `testdata/...` paths
+//! are relative to this crate, others to `../shared/spec/`),
 //! an optional `node.yaml`, the expected snapshot `expected.json`, and
 //! optional `requests.yaml` simulated through the same code as `weir explain`.
 //!
@@ -49,14 +50,20 @@ fn shared() -> PathBuf {
 }
 
 fn run_case(dir: &Path) -> Result<(), String> {
-    let mut inputs = vec![dir.join("input")];
+    let mut inputs: Vec<PathBuf> = Some(dir.join("input")).filter(|d| d.is_dir()).into_iter().collect();
     if let Ok(list) = std::fs::read_to_string(dir.join("shared.txt")) {
-        let base = shared();
-        if !base.is_dir() {
-            assert!(std::env::var_os("CI").is_none(), "../shared/spec is missing");
-            return Ok(());
+        for line in list.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            if let Some(local) = line.strip_prefix("testdata/") {
+                inputs.push(testdata().join(local));
+                continue;
+            }
+            let base = shared();
+            if !base.is_dir() {
+                assert!(std::env::var_os("CI").is_none(), "../shared/spec is missing");
+                return Ok(());
+            }
+            inputs.push(base.join(line));
         }
-        inputs.extend(list.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(|l| base.join(l)));
     }
     let loaded = load_paths(&inputs, &LoadOptions::default());
     if !loaded.errors.is_empty() || !loaded.problems.is_empty() {
@@ -80,10 +87,15 @@ fn run_case(dir: &Path) -> Result<(), String> {
     let store = ConfigStore::from_loaded(&loaded);
     let registry = Registry::from_config(&store, &mesh, &node, &mut Messages::default());
     let snap = compile(Input { config: &store, registry: &registry, mesh: &mesh }, &node);
+    // Pure and deterministic: a second compile gives the same snapshot.
+    if compile(Input { config: &store, registry: &registry, mesh: &mesh }, &node) != snap {
+        return Err("compiling twice gave different snapshots".into());
+    }
 
     // Paths in origins are made relative so the golden files do not depend on the checkout location.
     let mut got = serde_json::to_string_pretty(&snap).map_err(|e| e.to_string())?;
     got = got.replace(&format!("{}/", dir.display()), "");
+    got = got.replace(&format!("{}/", testdata().display()), "testdata:");
     got = got.replace(&format!("{}/", shared().display()), "shared:");
     got.push('\n');
     let expected_path = dir.join("expected.json");
@@ -131,7 +143,7 @@ fn golden_snapshots() {
     let mut cases: Vec<PathBuf> = std::fs::read_dir(testdata())
         .expect("testdata")
         .map(|e| e.expect("entry").path())
-        .filter(|p| p.join("input").is_dir())
+        .filter(|p| p.join("input").is_dir() || p.join("shared.txt").is_file())
         .collect();
     cases.sort();
     let filter = std::env::var("WEIR_GOLDEN").unwrap_or_default();
