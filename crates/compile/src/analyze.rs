@@ -65,6 +65,13 @@ pub fn analyze(loaded: &Loaded, mesh: &MeshConfig, cluster_domain: &str) -> Vec<
         }
     }
     for node in nodes(&store, &base) {
+        // Destinations of every VirtualService this node sees, even when no listener uses it.
+        let drs = crate::destination_rule::DrIndex::build(&store, mesh, &node, &mut messages);
+        let vss = crate::virtual_service::VsIndex::build(&store, mesh, &node, &mut messages);
+        let env = crate::route::RouteEnv { node: &node, mesh, registry: &registry, drs: &drs, port: 0, gateway: None };
+        for vs in vss.all.iter().filter(|v| v.visibility.visible_to(&v.cfg.namespace, &node.namespace)) {
+            crate::route::check_references(vs, &env, &mut messages);
+        }
         let snap = crate::compile(crate::Input { config: &store, registry: &registry, mesh }, &node);
         for m in snap.messages {
             messages.push(m);

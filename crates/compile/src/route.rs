@@ -598,6 +598,44 @@ fn l4_clusters(
     out
 }
 
+/// Checks every destination `vs` names (routes, mirrors, TCP and TLS routes)
+/// against the registry and DestinationRules, as route building does, without
+/// building routes: `weir analyze` uses it so that a VirtualService that no
+/// listener would ever use is still checked (like `istioctl analyze`).
+pub fn check_references(vs: &ResolvedVs, env: &RouteEnv<'_>, messages: &mut Messages) {
+    let ns = &*vs.cfg.namespace;
+    for (i, rule) in vs.http.iter().enumerate() {
+        let src = vs.rule_source(i);
+        for (mirror, _, path) in mirror_targets(rule) {
+            check_destination(mirror, ns, env, &src.object, src.origin_at(&path), true, messages);
+        }
+        let dests: Vec<(usize, &weir_api::types::HttpRouteDestination)> =
+            rule.route.iter().enumerate().filter(|(_, d)| d.destination.is_some()).collect();
+        let single = dests.len() == 1;
+        for (j, d) in dests {
+            if let Some(dest) = d.destination.as_ref().filter(|_| single || d.weight > 0) {
+                let origin = src.origin_at(&format!(".route[{j}].destination"));
+                check_destination(dest, ns, env, &src.object, origin, false, messages);
+            }
+        }
+    }
+    let l4 = vs.cfg.spec.tcp.iter().map(|r| &r.route).zip(std::iter::repeat("tcp")).chain(
+        vs.cfg.spec.tls.iter().map(|r| &r.route).zip(std::iter::repeat("tls")),
+    );
+    let mut index = std::collections::HashMap::new();
+    for (route, section) in l4 {
+        let i = index.entry(section).or_insert(0usize);
+        let single = route.iter().filter(|d| d.destination.is_some()).count() == 1;
+        for (j, d) in route.iter().enumerate() {
+            if let Some(dest) = d.destination.as_ref().filter(|_| single || d.weight > 0) {
+                let origin = vs.cfg.origin_at(&format!("spec.{section}[{i}].route[{j}].destination"));
+                check_destination(dest, ns, env, &vs.object, origin, false, messages);
+            }
+        }
+        *i += 1;
+    }
+}
+
 /// The registry service a destination host refers to, for messages: the
 /// exact host, else a wildcard service covering it (as `istioctl analyze` looks up).
 fn service_for_host<'a>(host: &str, env: &RouteEnv<'a>) -> Option<&'a Service> {

@@ -136,3 +136,68 @@ fn tempdir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&d).expect("mkdir");
     d
 }
+
+#[test]
+fn proxy_config_prints_istio_style_tables_and_json() {
+    let o = weir(&["proxy-config", "routes", "--config", "examples/bookinfo"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.starts_with("NAME"), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("http.8080") && l.contains("/productpage") && l.contains("default/bookinfo")),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.starts_with("9080") && l.contains("reviews.default.svc.cluster.local:9080")),
+        "{out}"
+    );
+
+    let o = weir(&["proxy-config", "clusters", "--config", "examples/bookinfo", "--role", "sidecar", "-o", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let names: Vec<&str> = v.as_array().expect("array").iter().filter_map(|c| c["name"].as_str()).collect();
+    assert!(names.contains(&"outbound|9080|v2|reviews.default.svc.cluster.local"), "{names:?}");
+
+    let o = weir(&["proxy-config", "listeners", "--config", "examples/bookinfo", "-o", "yaml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("route_table: http.8080"), "{}", stdout(&o));
+}
+
+#[test]
+fn explain_routes_by_header_and_says_why_not() {
+    let o =
+        weir(&["explain", "--config", "examples/bookinfo", "-H", "end-user: jason", "http://reviews:9080/reviews/0"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(out.contains("outbound|9080|v2|reviews.default.svc.cluster.local"), "{out}");
+    assert!(out.contains("VirtualService default/reviews http[0] match 0, examples/bookinfo/reviews.yaml:"), "{out}");
+
+    let o = weir(&["explain", "--config", "examples/bookinfo", "http://localhost:8080/nope"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(out.contains("no route matched -> 404 NR"), "{out}");
+    assert!(out.contains("closest:"), "{out}");
+
+    let o = weir(&["explain", "--config", "examples/bookinfo", "http://localhost:1234/"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("no listener on port 1234"), "{}", stdout(&o));
+}
+
+#[test]
+fn analyze_reports_istio_codes() {
+    let dir = tempdir("analyze");
+    std::fs::write(
+        dir.join("cfg.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: r, namespace: default}\nspec:\n  hosts: [reviews]\n  http:\n  - route: [{destination: {host: reviews, subset: v9}}]\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: ghost, namespace: default}\nspec:\n  host: ghost\n",
+    )
+    .expect("write");
+    let o = weir(&["analyze", dir.to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(out.contains("Error [IST0101] (VirtualService default/r) Referenced host not found"), "{out}");
+    assert!(out.contains("Warning [IST0174] (DestinationRule default/ghost)"), "{out}");
+
+    let o = weir(&["analyze", "examples"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("No validation issues found"), "{}", stdout(&o));
+}
