@@ -67,6 +67,10 @@ enum Command {
         /// `http://host[:port]/path?query`; the host and port pick the listener and virtual host.
         url: String,
     },
+    /// Serve the Gateways and mesh routes of a config directory (the data path).
+    Run(cmd::run::RunArgs),
+    /// Run Istio's bookinfo demo in-process: backends, a weir node and a bundled config.
+    Demo(cmd::demo::DemoArgs),
     /// Report cross-object problems (missing hosts/subsets/gateways, conflicts), like `istioctl analyze`.
     ///
     /// Exit status: 0 when there are no errors (warnings allowed), 1 with errors, 2 when input is unreadable.
@@ -96,6 +100,8 @@ fn main() -> ExitCode {
             cmd::explain::run(&config, &node, &method, &headers, &url)
         }
         Command::Analyze { paths, cluster_domain } => cmd::analyze::run(&paths, &cluster_domain),
+        Command::Run(args) => cmd::run::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
     };
     match code {
         Ok(c) => ExitCode::from(c),
