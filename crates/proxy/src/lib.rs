@@ -11,11 +11,22 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod body;
+pub mod demo;
+pub mod filters;
+pub mod headers;
+pub mod lb;
 pub mod local_reply;
 pub mod metrics;
+mod record;
 pub mod reload;
+mod request;
+pub mod router;
+pub mod run;
 pub mod runtime;
 pub mod server;
+mod tcp;
+pub mod upstream;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

@@ -1,23 +1,386 @@
 //! Listener manager and HTTP serving: binds one socket per snapshot
 //! listener, serves HTTP/1.1 and h2c on each, routes every request, and
 //! rebinds only listeners whose address changed after a reload.
+//!
+//! Phase `accept`: a connection picks the first filter chain of its listener
+//! that fits (destination address; TLS or plain, by peeking at the first byte
+//! only when the listener has chains that tell them apart). HTTP chains are
+//! served by hyper-util's auto builder (HTTP/1.1, and HTTP/2 with prior
+//! knowledge); TCP chains are proxied (`tcp`). Not supported yet, each
+//! logged once per listener and answered with a reset: TLS (termination and
+//! SNI passthrough), AUTO_PASSTHROUGH, and TCP to `PassthroughCluster`.
+//!
+//! Reloads: listeners are keyed by socket address. After a change, new
+//! addresses are bound, vanished ones stop accepting and drain, and kept ones
+//! continue untouched (their connections route with the new snapshot from the
+//! next request on).
 
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use weir_compile::model::{BindScope, ChainAction, ListenerRole, Str};
 
-use crate::State;
+use crate::request::{Conn, ConnTarget};
+use crate::runtime::Runtime;
+use crate::{Options, State};
+
+/// How long the accept phase waits for the first byte when it must tell TLS from plain text
+/// (Envoy's `listener_filters_timeout`); on expiry the connection is taken as plain text.
+const PEEK_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Serves traffic until `shutdown` turns true, then drains for
 /// `options.drain_timeout`. Fails when a listener cannot be bound at start
 /// (the error names the port and the objects that asked for it).
-pub async fn serve(state: Arc<State>, shutdown: watch::Receiver<bool>) -> Result<(), ServeError> {
-    let _ = (state, shutdown);
-    todo!("server::serve")
+pub async fn serve(state: Arc<State>, mut shutdown: watch::Receiver<bool>) -> Result<(), ServeError> {
+    let mut changes = state.changes.subscribe();
+    let rt = state.current.load_full();
+    let mut listeners: HashMap<SocketAddr, Handle> = HashMap::new();
+    for want in wanted(&rt, &state.options)? {
+        let socket = bind(&want).map_err(|e| ServeError::Bind {
+            address: want.addr.to_string(),
+            requested_by: want.origins.clone(),
+            message: e.to_string(),
+        })?;
+        listeners.insert(want.addr, Handle::spawn(state.clone(), socket, want));
+    }
+    state.ready.store(true, Ordering::SeqCst);
+    tracing::info!(listeners = listeners.len(), version = rt.version, "serving");
+    drop(rt);
+
+    loop {
+        if *shutdown.borrow_and_update() {
+            break;
+        }
+        tokio::select! {
+            r = shutdown.changed() => {
+                if r.is_err() {
+                    break;
+                }
+            }
+            r = changes.changed() => {
+                if r.is_ok() {
+                    let rt = state.current.load_full();
+                    reconcile(&state, &rt, &mut listeners).await;
+                }
+            }
+        }
+    }
+
+    tracing::info!(drain = ?state.options.drain_timeout, "shutting down: draining listeners");
+    let handles: Vec<Handle> = listeners.into_values().collect();
+    for h in &handles {
+        let _ = h.stop.send(true);
+    }
+    for h in handles {
+        let _ = h.task.await;
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot listen on {address} (requested by {requested_by}): {message}")]
     Bind { address: String, requested_by: String, message: String },
+}
+
+/// Which listener of the snapshot a socket serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Key {
+    Listener { scope: BindScope, name: Str },
+    Proxy,
+}
+
+/// A socket the snapshot asks for.
+#[derive(Debug)]
+struct Want {
+    addr: SocketAddr,
+    key: Key,
+    origins: String,
+}
+
+/// The sockets `rt` needs: one per listener, plus the explicit proxy.
+fn wanted(rt: &Runtime, options: &Options) -> Result<Vec<Want>, ServeError> {
+    let mut out: Vec<Want> = Vec::new();
+    let mut push = |want: Want| -> Result<(), ServeError> {
+        if let Some(other) = out.iter().find(|w| w.addr == want.addr) {
+            return Err(ServeError::Bind {
+                address: want.addr.to_string(),
+                requested_by: format!("{} and {}", other.origins, want.origins),
+                message: "two listeners need the same address".into(),
+            });
+        }
+        out.push(want);
+        Ok(())
+    };
+    for l in &rt.snapshot.listeners {
+        let origins = if l.origins.is_empty() { l.name.to_string() } else { l.origins.join(", ") };
+        let ip: IpAddr = match &l.address {
+            Some(a) => a.parse().map_err(|_| ServeError::Bind {
+                address: format!("{a}:{}", l.port),
+                requested_by: origins.clone(),
+                message: "the bind address is not an IP address".into(),
+            })?,
+            None => match l.bind {
+                BindScope::Gateway => options.bind,
+                BindScope::Mesh => options.mesh_bind,
+            },
+        };
+        push(Want {
+            addr: SocketAddr::new(ip, l.port),
+            key: Key::Listener { scope: l.bind, name: l.name.clone() },
+            origins,
+        })?;
+    }
+    if options.proxy_port != 0 {
+        push(Want {
+            addr: SocketAddr::new(options.mesh_bind, options.proxy_port),
+            key: Key::Proxy,
+            origins: "the explicit HTTP proxy (--proxy-port)".into(),
+        })?;
+    }
+    Ok(out)
+}
+
+fn bind(want: &Want) -> std::io::Result<TcpListener> {
+    let socket = match want.addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(want.addr)?;
+    socket.listen(1024)
+}
+
+/// Applies a new snapshot's listener set: bind new addresses, drain removed ones.
+async fn reconcile(state: &Arc<State>, rt: &Runtime, listeners: &mut HashMap<SocketAddr, Handle>) {
+    let wants = match wanted(rt, &state.options) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::error!(error = %e, "listeners of the new snapshot conflict; keeping the current listeners");
+            return;
+        }
+    };
+    let keep: std::collections::HashSet<SocketAddr> = wants.iter().map(|w| w.addr).collect();
+    let gone: Vec<SocketAddr> = listeners.keys().filter(|a| !keep.contains(a)).copied().collect();
+    let mut closing = Vec::new();
+    for addr in gone {
+        if let Some(h) = listeners.remove(&addr) {
+            tracing::info!(%addr, "listener removed: draining");
+            let _ = h.stop.send(true);
+            closing.push(h.closed);
+        }
+    }
+    // A port moving to another address (127.0.0.1:80 -> 0.0.0.0:80) can only be bound once
+    // the old socket is closed; the accept loops close it right away, then drain in the background.
+    for closed in closing {
+        let _ = tokio::time::timeout(Duration::from_secs(1), closed).await;
+    }
+    for want in wants {
+        match listeners.get(&want.addr) {
+            Some(h) => {
+                h.key.send_if_modified(|k| {
+                    let changed = *k != want.key;
+                    *k = want.key.clone();
+                    changed
+                });
+            }
+            None => match bind(&want) {
+                Ok(socket) => {
+                    tracing::info!(addr = %want.addr, "listener added");
+                    listeners.insert(want.addr, Handle::spawn(state.clone(), socket, want));
+                }
+                Err(e) => tracing::error!(
+                    addr = %want.addr,
+                    requested_by = %want.origins,
+                    error = %e,
+                    "cannot listen; the listener is skipped until the next change"
+                ),
+            },
+        }
+    }
+}
+
+/// A running listener.
+struct Handle {
+    key: watch::Sender<Key>,
+    stop: watch::Sender<bool>,
+    /// Resolves once the listening socket is closed (draining may continue).
+    closed: tokio::sync::oneshot::Receiver<()>,
+    task: JoinHandle<()>,
+}
+
+/// Things logged once per listener.
+#[derive(Default)]
+pub(crate) struct Warned {
+    tls: AtomicBool,
+    auto_passthrough: AtomicBool,
+    tcp_passthrough: AtomicBool,
+}
+
+impl Handle {
+    fn spawn(state: Arc<State>, socket: TcpListener, want: Want) -> Handle {
+        let (key_tx, key_rx) = watch::channel(want.key);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (closed_tx, closed) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(accept_loop(state, socket, key_rx, stop_rx, closed_tx));
+        Handle { key: key_tx, stop: stop_tx, closed, task }
+    }
+}
+
+fn http_builder() -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1().timer(TokioTimer::new());
+    b.http2().timer(TokioTimer::new());
+    b
+}
+
+async fn accept_loop(
+    state: Arc<State>,
+    socket: TcpListener,
+    key: watch::Receiver<Key>,
+    mut stop: watch::Receiver<bool>,
+    closed: tokio::sync::oneshot::Sender<()>,
+) {
+    let graceful = GracefulShutdown::new();
+    let (hard_tx, hard_rx) = watch::channel(false);
+    let builder = Arc::new(http_builder());
+    let warned = Arc::new(Warned::default());
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            r = socket.accept() => match r {
+                Ok((sock, peer)) => {
+                    let key = key.borrow().clone();
+                    let watcher = graceful.watcher();
+                    tokio::spawn(connection(
+                        state.clone(),
+                        sock,
+                        peer,
+                        key,
+                        watcher,
+                        hard_rx.clone(),
+                        builder.clone(),
+                        warned.clone(),
+                    ));
+                }
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    drop(socket);
+    let _ = closed.send(());
+    if tokio::time::timeout(state.options.drain_timeout, graceful.shutdown()).await.is_err() {
+        tracing::info!("drain timeout: closing the remaining connections");
+        let _ = hard_tx.send(true);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn connection(
+    state: Arc<State>,
+    sock: TcpStream,
+    peer: SocketAddr,
+    key: Key,
+    watcher: Watcher,
+    mut hard: watch::Receiver<bool>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    warned: Arc<Warned>,
+) {
+    let _ = sock.set_nodelay(true);
+    let Ok(local) = sock.local_addr() else { return };
+    let _open = OpenConnection::new(&state);
+    let (target, role) = match key {
+        Key::Proxy => (ConnTarget::Proxy, ListenerRole::SidecarOutbound),
+        Key::Listener { scope, name } => {
+            let rt = state.current.load_full();
+            let Some(listener) = rt.listener(scope, &name) else { return crate::tcp::reset(sock) };
+            let tls = listener.needs_peek && starts_with_tls(&sock).await;
+            let Some(chain) = listener.chains.iter().find(|c| c.fits(local.ip(), tls)) else {
+                tracing::debug!(listener = %name, "no filter chain matches the connection (NFCF); resetting");
+                return crate::tcp::reset(sock);
+            };
+            if tls || chain.terminates_tls {
+                crate::tcp::warn_once(
+                    &warned.tls,
+                    &name,
+                    "TLS connections (termination and SNI passthrough) are not supported yet; they are reset",
+                );
+                return crate::tcp::reset(sock);
+            }
+            match &chain.action {
+                ChainAction::Http { .. } => {
+                    (ConnTarget::Chain { scope, listener: name.clone(), chain: chain.name.clone() }, listener.role)
+                }
+                ChainAction::Tcp { routes } => {
+                    let routes = routes.clone();
+                    let rt = rt.clone();
+                    tokio::select! {
+                        _ = crate::tcp::proxy(rt, &routes, &name, peer, local, sock, &warned.tcp_passthrough) => {}
+                        _ = hard.changed() => {}
+                    }
+                    drop(watcher);
+                    return;
+                }
+                ChainAction::AutoPassthrough => {
+                    crate::tcp::warn_once(
+                        &warned.auto_passthrough,
+                        &name,
+                        "AUTO_PASSTHROUGH filter chains are not supported yet; connections are reset",
+                    );
+                    return crate::tcp::reset(sock);
+                }
+            }
+        }
+    };
+    let reason = match role {
+        ListenerRole::Gateway => state.options.reason_header_gateway,
+        ListenerRole::SidecarOutbound => state.options.reason_header_sidecar,
+    };
+    let conn = Arc::new(Conn { state, target, role, peer, local, reason, table_cache: AtomicU64::new(0) });
+    let service = hyper::service::service_fn(move |req| crate::request::handle(conn.clone(), req));
+    let serving = watcher.watch(builder.serve_connection(TokioIo::new(sock), service).into_owned());
+    tokio::select! {
+        r = serving => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "downstream connection ended with an error");
+            }
+        }
+        _ = hard.changed() => {}
+    }
+}
+
+/// Counts a downstream connection in `weir_active_connections` while alive.
+struct OpenConnection(Arc<State>);
+
+impl OpenConnection {
+    fn new(state: &Arc<State>) -> OpenConnection {
+        state.metrics.connection_opened();
+        OpenConnection(state.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.metrics.connection_closed();
+    }
+}
+
+/// Whether the connection starts with a TLS handshake record.
+async fn starts_with_tls(sock: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(tokio::time::timeout(PEEK_TIMEOUT, sock.peek(&mut first)).await, Ok(Ok(1)) if first[0] == 0x16)
 }

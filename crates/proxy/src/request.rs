@@ -1,0 +1,764 @@
+//! One HTTP request through the data path, in Envoy's phases:
+//! `route` (virtual host, route, CORS, faults, direct responses and
+//! redirects) -> `balance` (weighted destination, circuit breaker, endpoint)
+//! -> `connect` (upstream request with timeouts and retries, mirrors).
+//!
+//! A request loads the current runtime once and keeps it: a reload during the
+//! request does not change its route or cluster.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::{Body, Incoming};
+use tokio::time::Instant;
+use weir_compile::model::{AbortStatus, BindScope, ChainAction, ListenerRole, Str, UpstreamProtocol};
+
+use crate::State;
+use crate::body::{REPLAY_LIMIT, Replay, ReqBody, RespBody};
+use crate::filters::retry::Failure;
+use crate::filters::{cors, fault, mirror, retry};
+use crate::headers::{self, FmtCtx, REQUEST_ID};
+use crate::lb::PickInput;
+use crate::local_reply::{Flags, LocalReply, grpc_abort, reason_value};
+use crate::record::{Exchange, protocol_name};
+use crate::router::{Action, CompiledRoute, Destination, ReqView, Table, location_value, split_host_port};
+use crate::runtime::Runtime;
+use crate::upstream::{ActiveGuard, ClusterState, EndpointState};
+
+const ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+const ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
+const EXPECTED_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+const SERVICE_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
+const RQ_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-upstream-rq-timeout-ms");
+const RQ_PER_TRY_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-upstream-rq-per-try-timeout-ms");
+const RETRIABLE_CODES: HeaderName = HeaderName::from_static("x-envoy-retriable-status-codes");
+const OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Which HTTP route table a downstream connection uses.
+#[derive(Clone, Debug)]
+pub(crate) enum ConnTarget {
+    /// The chain `chain` of listener `listener` (looked up in each request's runtime).
+    Chain { scope: BindScope, listener: Str, chain: Str },
+    /// The explicit HTTP proxy: the table of the mesh listener on the authority's port.
+    Proxy,
+}
+
+/// A downstream HTTP connection.
+pub(crate) struct Conn {
+    pub state: Arc<State>,
+    pub target: ConnTarget,
+    pub role: ListenerRole,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// Add `x-weir-reason` to local replies.
+    pub reason: bool,
+    /// The route table of the last runtime this connection used: `runtime id << 24 | table index + 1`.
+    pub table_cache: AtomicU64,
+}
+
+/// The hyper service entry point.
+pub(crate) async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<RespBody>, Infallible> {
+    let rt = conn.state.current.load_full();
+    Ok(serve(conn, &rt, req).await)
+}
+
+fn header_str(v: &HeaderValue) -> &str {
+    v.to_str().unwrap_or("")
+}
+
+/// The request's authority: the URI's (HTTP/2, absolute form), else `Host`.
+fn authority_of(parts: &http::request::Parts) -> HeaderValue {
+    if let Some(a) = parts.uri.authority()
+        && let Ok(v) = HeaderValue::from_str(a.as_str())
+    {
+        return v;
+    }
+    parts.headers.get(header::HOST).cloned().unwrap_or_else(|| HeaderValue::from_static(""))
+}
+
+async fn serve(conn: Arc<Conn>, rt: &Runtime, req: Request<Incoming>) -> Response<RespBody> {
+    let (mut parts, body) = req.into_parts();
+    let authority = authority_of(&parts);
+    let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let grpc = parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+
+    if !parts.headers.contains_key(REQUEST_ID) {
+        parts.headers.insert(REQUEST_ID, headers::new_request_id());
+    }
+    let gateway = conn.role == ListenerRole::Gateway;
+    if gateway {
+        append_forwarded_for(&mut parts.headers, conn.peer);
+        parts.headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    } else if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
+        parts.headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+
+    let x = Box::new(Exchange {
+        conn: conn.clone(),
+        start: std::time::Instant::now(),
+        start_wall: SystemTime::now(),
+        method: parts.method.clone(),
+        path: path.clone(),
+        version: parts.version,
+        authority: authority.clone(),
+        request_id: parts.headers.get(REQUEST_ID).cloned(),
+        forwarded_for: parts.headers.get(&X_FORWARDED_FOR).cloned(),
+        user_agent: parts.headers.get(header::USER_AGENT).cloned(),
+        grpc,
+        status: 0,
+        flags: Flags::NONE,
+        route_name: None,
+        cluster: None,
+        cluster_name: None,
+        upstream_host: None,
+        upstream_time: None,
+        request_body: None,
+        grpc_status: None,
+        active: None,
+        written: false,
+    });
+    let p = Pipeline { conn: &conn, x, parts, authority, path };
+    p.route(rt, body).await
+}
+
+fn append_forwarded_for(h: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_string();
+    let value = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+        _ => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        h.insert(X_FORWARDED_FOR, v);
+    }
+}
+
+struct Pipeline<'c> {
+    conn: &'c Conn,
+    x: Box<Exchange>,
+    parts: http::request::Parts,
+    authority: HeaderValue,
+    path: PathAndQuery,
+}
+
+/// How an upstream exchange ended without a usable response.
+enum Outcome {
+    Reply(LocalReply),
+    Response(Response<Incoming>, Option<Arc<EndpointState>>, Duration),
+}
+
+impl Pipeline<'_> {
+    /// Finishes with a local reply.
+    fn local(mut self, reply: LocalReply) -> Response<RespBody> {
+        self.x.flags.insert(reply.flags);
+        self.x.status = reply.status.as_u16();
+        let resp = reply.into_response(self.conn.reason);
+        self.respond(resp)
+    }
+
+    /// Attaches the exchange record to `resp`.
+    fn respond(mut self, mut resp: Response<RespBody>) -> Response<RespBody> {
+        self.x.status = resp.status().as_u16();
+        if self.x.grpc_status.is_none() {
+            self.x.grpc_status = resp.headers().get("grpc-status").cloned();
+        }
+        resp.body_mut().attach(self.x);
+        resp
+    }
+
+    fn view(&self) -> ReqView<'_> {
+        ReqView {
+            method: &self.parts.method,
+            scheme: "http",
+            authority: header_str(&self.authority),
+            path: self.path.as_str(),
+            headers: &self.parts.headers,
+        }
+    }
+
+    fn table<'r>(&self, rt: &'r Runtime) -> Result<&'r Table, String> {
+        match &self.conn.target {
+            ConnTarget::Proxy => Ok(rt.proxy_table(split_host_port(header_str(&self.authority)).1.unwrap_or(80))),
+            ConnTarget::Chain { scope, listener, chain } => {
+                let cached = self.conn.table_cache.load(Ordering::Relaxed);
+                if cached >> 24 == rt.id
+                    && let Some(t) = ((cached & 0xff_ffff) as usize).checked_sub(1).and_then(|i| rt.table_at(i))
+                {
+                    return Ok(t);
+                }
+                let l = rt.listener(*scope, listener).ok_or_else(|| format!("listener {listener} (removed)"))?;
+                let c = l.chains.iter().find(|c| c.name == *chain).ok_or_else(|| format!("listener {listener}"))?;
+                let ChainAction::Http { route_table } = &c.action else { return Err(format!("listener {listener}")) };
+                let (i, t) = rt.table_index(route_table).ok_or_else(|| format!("route table {route_table}"))?;
+                if i < 0xff_fffe {
+                    self.conn.table_cache.store(rt.id << 24 | (i as u64 + 1), Ordering::Relaxed);
+                }
+                Ok(t)
+            }
+        }
+    }
+
+    fn fmt_ctx<'a>(&'a self, upstream: Option<&'a str>, cluster: Option<&'a str>, route: &'a str) -> FmtCtx<'a> {
+        FmtCtx {
+            method: self.parts.method.as_str(),
+            authority: header_str(&self.authority),
+            path: self.path.as_str(),
+            scheme: "http",
+            peer: self.conn.peer,
+            local: self.conn.local,
+            protocol: protocol_name(self.parts.version),
+            upstream_host: upstream,
+            cluster,
+            route,
+        }
+    }
+
+    /// Phase `route`.
+    async fn route(mut self, rt: &Runtime, body: Incoming) -> Response<RespBody> {
+        let table = match self.table(rt) {
+            Ok(t) => t,
+            Err(subject) => return self.local(LocalReply::no_route(subject)),
+        };
+        let Some(vh) = table.select(header_str(&self.authority)) else {
+            return self.local(LocalReply::no_route(format!("route table {}", table.name)));
+        };
+        if vh.require_tls {
+            let (host, port) = split_host_port(header_str(&self.authority));
+            let location = match port.filter(|p| *p != 80) {
+                Some(p) => format!("https://{host}:{p}{}", self.path),
+                None => format!("https://{host}{}", self.path),
+            };
+            return self.redirect(StatusCode::MOVED_PERMANENTLY, &location);
+        }
+        let Some(route) = vh.route(&self.view()) else {
+            return self.local(LocalReply::no_route(vh.subject.clone()));
+        };
+        self.x.route_name = Some(route.name.clone());
+        tracing::trace!(table = %table.name, vhost = %vh.name, route = %route.name, "route");
+
+        let mut cors_origin = None;
+        if let Some(c) = &route.cors {
+            match c.check(&self.parts.method, &self.parts.headers) {
+                cors::Outcome::Continue => {}
+                cors::Outcome::Allowed(o) => cors_origin = Some(o),
+                cors::Outcome::Respond(resp) => return self.respond(resp),
+            }
+        }
+        if let Some(f) = &route.fault {
+            let (delay, abort) = fault::decide(f);
+            if let Some(d) = delay {
+                self.x.flags.insert(Flags::DI);
+                tokio::time::sleep(d).await;
+            }
+            if let Some(a) = abort {
+                let subject = route.object.as_deref().unwrap_or(&route.name).to_string();
+                return match a {
+                    AbortStatus::Http(code) => {
+                        let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                        self.local(LocalReply::new(status, crate::local_reply::FAULT_ABORT, Flags::FI, subject))
+                    }
+                    AbortStatus::Grpc(code) => {
+                        self.x.flags.insert(Flags::FI);
+                        let resp = grpc_abort(*code, self.conn.reason.then_some(subject.as_str()));
+                        self.respond(resp)
+                    }
+                };
+            }
+        }
+
+        match &route.action {
+            Action::Direct { status, body } => {
+                let mut resp = Response::new(RespBody::full(body.clone()));
+                *resp.status_mut() = *status;
+                if !body.is_empty() {
+                    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                }
+                if vh.block_all && self.conn.reason {
+                    let host = split_host_port(header_str(&self.authority)).0;
+                    resp.headers_mut().insert(crate::local_reply::REASON_HEADER, reason_value("block_all", host));
+                }
+                self.apply_response_ops(route, None, resp.headers_mut(), None, None);
+                self.respond(resp)
+            }
+            Action::Redirect(rd) => {
+                let location = route.redirect_location(rd, &self.view(), self.conn.local.port());
+                let status = StatusCode::from_u16(rd.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+                let mut resp = self.redirect_response(status, &location);
+                self.apply_response_ops(route, None, resp.headers_mut(), None, None);
+                self.respond(resp)
+            }
+            Action::Forward { destinations, rewrite } => {
+                let Some(dest) = route.pick_destination(destinations) else {
+                    return self.local(LocalReply::no_route(vh.subject.clone()));
+                };
+                self.forward(route, dest, rewrite.as_ref(), body, cors_origin).await
+            }
+        }
+    }
+
+    fn redirect_response(&self, status: StatusCode, location: &str) -> Response<RespBody> {
+        let mut resp = Response::new(RespBody::empty());
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(header::LOCATION, location_value(location));
+        resp
+    }
+
+    fn redirect(self, status: StatusCode, location: &str) -> Response<RespBody> {
+        let resp = self.redirect_response(status, location);
+        self.respond(resp)
+    }
+
+    fn apply_response_ops(
+        &self,
+        route: &CompiledRoute,
+        dest: Option<&Destination>,
+        headers: &mut HeaderMap,
+        upstream: Option<&str>,
+        request: Option<&HeaderMap>,
+    ) {
+        let dest_empty = dest.is_none_or(|d| d.response_ops.is_empty());
+        if dest_empty && route.response_ops.is_empty() {
+            return;
+        }
+        let cluster = dest.map(|d| &*d.name);
+        let ctx = self.fmt_ctx(upstream, cluster, &route.name);
+        let request = Some(request.unwrap_or(&self.parts.headers));
+        if let Some(d) = dest {
+            d.response_ops.apply(headers, &ctx, request);
+        }
+        route.response_ops.apply(headers, &ctx, request);
+    }
+
+    /// Phases `balance` and `connect`.
+    async fn forward(
+        mut self,
+        route: &CompiledRoute,
+        dest: &Destination,
+        rewrite: Option<&crate::router::PathRewrite>,
+        body: Incoming,
+        cors_origin: Option<HeaderValue>,
+    ) -> Response<RespBody> {
+        let Some(cluster) = dest.cluster.clone() else {
+            self.x.cluster_name = Some(dest.name.clone());
+            return self.local(LocalReply::no_cluster(&dest.name));
+        };
+        self.x.cluster = Some(cluster.clone());
+        let downstream_h2 = self.parts.version == Version::HTTP_2;
+        let http2 = match cluster.protocol {
+            UpstreamProtocol::Http2 => true,
+            UpstreamProtocol::Auto => downstream_h2,
+            UpstreamProtocol::Http1 | UpstreamProtocol::Tcp => false,
+        };
+        if !cluster.original_dst && cluster.endpoints.is_empty() {
+            return self.local(LocalReply::no_healthy_upstream(&cluster.name));
+        }
+        let Some(mut guard) = cluster.try_acquire(http2) else {
+            let mut resp = self.local(LocalReply::overflow(&cluster.name));
+            resp.headers_mut().insert(OVERLOADED, HeaderValue::from_static("true"));
+            return resp;
+        };
+
+        // Per-request overrides (trusted at sidecars only, as Envoy trusts internal requests).
+        let mut timeout = route.timeout;
+        let mut per_try = route.retry.as_ref().and_then(|r| r.per_try_timeout);
+        let mut extra_codes = Vec::new();
+        if self.conn.role != ListenerRole::Gateway {
+            if let Some(ms) = header_ms(&self.parts.headers, &RQ_TIMEOUT) {
+                timeout = (ms > 0).then(|| Duration::from_millis(ms));
+            }
+            if let Some(ms) = header_ms(&self.parts.headers, &RQ_PER_TRY_TIMEOUT) {
+                per_try = (ms > 0).then(|| Duration::from_millis(ms));
+            }
+            if self.parts.headers.contains_key(&RETRIABLE_CODES) {
+                extra_codes = retry::header_codes(&self.parts.headers);
+            }
+        }
+        for h in [&RQ_TIMEOUT, &RQ_PER_TRY_TIMEOUT, &RETRIABLE_CODES] {
+            self.parts.headers.remove(h);
+        }
+
+        // The request as the upstream sees it.
+        let mut upstream_path = self.path.clone();
+        let mut upstream_authority = self.authority.clone();
+        if let Some(rw) = rewrite {
+            if let Some(p) = route.rewrite_path(rw, self.path.as_str()) {
+                match PathAndQuery::from_maybe_shared(Bytes::from(p)) {
+                    Ok(p) => {
+                        if let Ok(v) = HeaderValue::from_str(self.path.as_str()) {
+                            self.parts.headers.insert(ORIGINAL_PATH, v);
+                        }
+                        upstream_path = p;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "rewritten path is not a valid URI path; not rewriting"),
+                }
+            }
+            if let Some(a) = &rw.authority {
+                let ctx = self.fmt_ctx(None, Some(&dest.name), &route.name);
+                if let Some(v) = a.eval(&ctx, Some(&self.parts.headers)) {
+                    upstream_authority = v;
+                }
+            }
+        }
+        if !dest.request_ops.is_empty() || !route.request_ops.is_empty() {
+            let mut h = std::mem::take(&mut self.parts.headers);
+            let ctx = FmtCtx {
+                method: self.parts.method.as_str(),
+                authority: header_str(&self.authority),
+                path: self.path.as_str(),
+                scheme: "http",
+                peer: self.conn.peer,
+                local: self.conn.local,
+                protocol: protocol_name(self.parts.version),
+                upstream_host: None,
+                cluster: Some(&dest.name),
+                route: &route.name,
+            };
+            if let Some(a) = &dest.request_ops.authority
+                && let Some(v) = a.eval(&ctx, Some(&h))
+            {
+                upstream_authority = v;
+            }
+            dest.request_ops.apply(&mut h, &ctx, None);
+            route.request_ops.apply(&mut h, &ctx, None);
+            if let Some(a) = &route.request_ops.authority
+                && let Some(v) = a.eval(&ctx, Some(&h))
+            {
+                upstream_authority = v;
+            }
+            self.parts.headers = h;
+        }
+        headers::strip_hop_by_hop(&mut self.parts.headers, http2);
+        // `Expect: 100-continue` was answered downstream (hyper sends 100 when the body is read).
+        self.parts.headers.remove(header::EXPECT);
+        if http2 {
+            self.parts.headers.remove(header::HOST);
+        } else {
+            self.parts.headers.insert(header::HOST, upstream_authority.clone());
+        }
+        let request_for_response = route.response_reads_request.then(|| self.parts.headers.clone());
+
+        // The body: forwarded as it arrives, with a copy kept when it may have to be sent again.
+        let replay = if body.is_end_stream() {
+            None
+        } else {
+            let keep = route.retry.is_some() || !route.mirrors.is_empty();
+            let length = body.size_hint().exact();
+            Some(Replay::new(body, if keep { REPLAY_LIMIT } else { 0 }, length))
+        };
+        self.x.request_body = replay.clone();
+
+        let authority = Authority::from_maybe_shared(Bytes::copy_from_slice(upstream_authority.as_bytes())).ok();
+        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+
+        for (name, mirror_cluster, pct) in &route.mirrors {
+            if let Some(mc) = mirror_cluster
+                && fault::hit(*pct)
+            {
+                self.mirror(mc, authority.as_ref(), &upstream_path, replay.as_ref(), timeout);
+            } else if mirror_cluster.is_none() {
+                tracing::debug!(cluster = %name, "mirror cluster not in the snapshot; not mirroring");
+            }
+        }
+
+        let outcome = self
+            .attempts(
+                &cluster,
+                http2,
+                authority,
+                &upstream_path,
+                replay.as_ref(),
+                route,
+                deadline,
+                per_try,
+                &extra_codes,
+                &mut guard,
+            )
+            .await;
+        self.x.active = Some(guard);
+        match outcome {
+            Outcome::Reply(r) => self.local(r),
+            Outcome::Response(resp, endpoint, service_time) => {
+                let (mut rparts, rbody) = resp.into_parts();
+                headers::strip_hop_by_hop(&mut rparts.headers, false);
+                rparts.version = self.parts.version;
+                let ms = u64::try_from(service_time.as_millis()).unwrap_or(u64::MAX);
+                rparts.headers.insert(SERVICE_TIME, HeaderValue::from(ms));
+                let upstream_host = endpoint.as_ref().map(|e| &*e.host);
+                self.apply_response_ops(
+                    route,
+                    Some(dest),
+                    &mut rparts.headers,
+                    upstream_host,
+                    request_for_response.as_ref(),
+                );
+                if let (Some(c), Some(o)) = (&route.cors, cors_origin) {
+                    c.decorate(&mut rparts.headers, o);
+                }
+                self.x.upstream_host = endpoint.map(|e| e.host.clone());
+                self.x.upstream_time = Some(service_time);
+                let mut body = RespBody::upstream(rbody);
+                if let Some(d) = deadline {
+                    body.set_deadline(d);
+                }
+                self.respond(Response::from_parts(rparts, body))
+            }
+        }
+    }
+
+    /// The upstream request for one attempt.
+    fn upstream_request(
+        &self,
+        http2: bool,
+        authority: Option<&Authority>,
+        endpoint: Option<&EndpointState>,
+        path: &PathAndQuery,
+        body: ReqBody,
+        headers: HeaderMap,
+    ) -> Option<Request<ReqBody>> {
+        let authority = match authority {
+            Some(a) if !a.as_str().is_empty() => a.clone(),
+            // No usable authority: name the endpoint itself.
+            _ => Authority::from_maybe_shared(Bytes::copy_from_slice(endpoint?.host.as_bytes())).ok()?,
+        };
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(authority);
+        uri.path_and_query = Some(path.clone());
+        let mut req = Request::new(body);
+        *req.method_mut() = self.parts.method.clone();
+        *req.uri_mut() = Uri::from_parts(uri).ok()?;
+        *req.version_mut() = if http2 { Version::HTTP_2 } else { Version::HTTP_11 };
+        *req.headers_mut() = headers;
+        Some(req)
+    }
+
+    fn mirror(
+        &self,
+        cluster: &Arc<ClusterState>,
+        authority: Option<&Authority>,
+        path: &PathAndQuery,
+        replay: Option<&Arc<Replay>>,
+        timeout: Option<Duration>,
+    ) {
+        let http2 = match cluster.protocol {
+            UpstreamProtocol::Http2 => true,
+            UpstreamProtocol::Auto => self.parts.version == Version::HTTP_2,
+            _ => false,
+        };
+        let input = PickInput { headers: &self.parts.headers, path: path.as_str(), peer: self.conn.peer.ip() };
+        let endpoint = if cluster.original_dst {
+            None
+        } else {
+            match cluster.balancer.pick(&cluster.endpoints, &input, &[]) {
+                Some(i) => Some(&cluster.endpoints[i]),
+                None => return,
+            }
+        };
+        let mut headers = self.parts.headers.clone();
+        let shadow;
+        let authority = if mirror::shadow_suffix() {
+            shadow = authority.and_then(|a| Authority::try_from(mirror::shadow_authority(a.as_str())).ok());
+            shadow.as_ref()
+        } else {
+            authority
+        };
+        if http2 {
+            headers.remove(header::HOST);
+        } else if let Some(a) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            headers.insert(header::HOST, a);
+        }
+        let body = replay.map_or(ReqBody::Empty, |r| r.reader());
+        let Some(req) = self.upstream_request(http2, authority, endpoint.map(|e| &**e), path, body, headers) else {
+            return;
+        };
+        let client = match endpoint {
+            Some(e) => e.client(http2).clone(),
+            None => cluster.passthrough_client(http2).clone(),
+        };
+        let send = async move {
+            let resp = client.request(req).await?;
+            let mut body = resp.into_body();
+            while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+                if frame.is_err() {
+                    break;
+                }
+            }
+            Ok::<_, hyper_util::client::legacy::Error>(())
+        };
+        mirror::spawn(send, timeout, &cluster.name);
+    }
+
+    /// Sends the request, retrying per the route's policy.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempts(
+        &mut self,
+        cluster: &Arc<ClusterState>,
+        http2: bool,
+        authority: Option<Authority>,
+        path: &PathAndQuery,
+        replay: Option<&Arc<Replay>>,
+        route: &CompiledRoute,
+        deadline: Option<Instant>,
+        per_try: Option<Duration>,
+        extra_codes: &[u16],
+        guard: &mut ActiveGuard,
+    ) -> Outcome {
+        let policy = route.retry.as_ref();
+        let max_attempts = policy.map_or(0, |p| p.attempts).saturating_add(1);
+        // Endpoints of earlier attempts (the last few), for the previous-hosts predicate.
+        let mut tried = [usize::MAX; 8];
+        let mut n_tried = 0usize;
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let endpoint: Option<(usize, Arc<EndpointState>)> = if cluster.original_dst {
+                None
+            } else {
+                let input = PickInput { headers: &self.parts.headers, path: path.as_str(), peer: self.conn.peer.ip() };
+                let avoid: &[usize] =
+                    if policy.is_some_and(|p| p.avoid_previous_hosts) { &tried[..n_tried.min(8)] } else { &[] };
+                match cluster.balancer.pick(&cluster.endpoints, &input, avoid) {
+                    Some(i) => Some((i, cluster.endpoints[i].clone())),
+                    None => return Outcome::Reply(LocalReply::no_healthy_upstream(&cluster.name)),
+                }
+            };
+            if let Some((i, e)) = &endpoint {
+                guard.set_endpoint(e);
+                if policy.is_some() {
+                    tried[n_tried % 8] = *i;
+                    n_tried += 1;
+                }
+            }
+            let now = Instant::now();
+            let attempt_deadline = match (deadline, per_try.and_then(|p| now.checked_add(p))) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let mut headers = if attempt < max_attempts {
+                self.parts.headers.clone()
+            } else {
+                std::mem::take(&mut self.parts.headers)
+            };
+            headers.insert(ATTEMPT_COUNT, attempt_value(attempt));
+            if let Some(d) = attempt_deadline {
+                let ms = d.saturating_duration_since(now).as_millis().max(1);
+                headers.insert(EXPECTED_TIMEOUT, HeaderValue::from(u64::try_from(ms).unwrap_or(u64::MAX)));
+            }
+            let body = replay.map_or(ReqBody::Empty, |r| r.reader());
+            let ep = endpoint.as_ref().map(|(_, e)| e.clone());
+            let Some(req) = self.upstream_request(http2, authority.as_ref(), ep.as_deref(), path, body, headers) else {
+                return Outcome::Reply(LocalReply::no_healthy_upstream(&cluster.name));
+            };
+            let client = match &ep {
+                Some(e) => e.client(http2),
+                None => cluster.passthrough_client(http2),
+            };
+            let sent = std::time::Instant::now();
+            let fut = client.request(req);
+            let result = match attempt_deadline {
+                Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
+                None => Some(fut.await),
+            };
+            let can_retry = |f: &dyn Fn(&retry::Policy) -> bool| -> Option<bool> {
+                let p = policy?;
+                if !f(p) {
+                    return None;
+                }
+                // Retriable; whether another attempt is possible.
+                Some(attempt < max_attempts && replay.is_none_or(|r| r.replayable()))
+            };
+            match result {
+                None => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Outcome::Reply(LocalReply::timeout(&cluster.name, Flags::NONE));
+                    }
+                    match can_retry(&|p| p.retries_failure(Failure::PerTryTimeout)) {
+                        Some(true) => {}
+                        Some(false) => return Outcome::Reply(LocalReply::timeout(&cluster.name, Flags::URX)),
+                        None => return Outcome::Reply(LocalReply::timeout(&cluster.name, Flags::NONE)),
+                    }
+                }
+                Some(Err(e)) => {
+                    let f = classify(&e);
+                    tracing::debug!(cluster = %cluster.name, error = %error_chain(&e), attempt, "upstream request failed");
+                    let exhausted = match can_retry(&|p| p.retries_failure(f)) {
+                        Some(true) => None,
+                        Some(false) => Some(Flags::URX),
+                        None => Some(Flags::NONE),
+                    };
+                    if let Some(extra) = exhausted {
+                        return Outcome::Reply(match f {
+                            Failure::Connect => LocalReply::connect_failure(&cluster.name, Flags::UF.with(extra)),
+                            _ => LocalReply::connection_termination(&cluster.name, Flags::UC.with(extra)),
+                        });
+                    }
+                }
+                Some(Ok(resp)) => {
+                    let status = resp.status().as_u16();
+                    match can_retry(&|p| p.retries_response(status, resp.headers(), extra_codes)) {
+                        Some(true) => {}
+                        Some(false) => {
+                            self.x.flags.insert(Flags::URX);
+                            return Outcome::Response(resp, ep, sent.elapsed());
+                        }
+                        None => return Outcome::Response(resp, ep, sent.elapsed()),
+                    }
+                }
+            }
+            // Back off before the next attempt, within the route deadline.
+            let mut wait = policy.map_or(Duration::ZERO, |p| p.backoff(attempt));
+            if let Some(d) = deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                if left <= wait {
+                    tokio::time::sleep(left).await;
+                    return Outcome::Reply(LocalReply::timeout(&cluster.name, Flags::NONE));
+                }
+                wait = wait.min(left);
+            }
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// `x-envoy-attempt-count` without allocating for the usual counts.
+fn attempt_value(n: u32) -> HeaderValue {
+    const SMALL: [&str; 6] = ["1", "2", "3", "4", "5", "6"];
+    match SMALL.get((n as usize).wrapping_sub(1)) {
+        Some(s) => HeaderValue::from_static(s),
+        None => HeaderValue::from(n),
+    }
+}
+
+fn header_ms(h: &HeaderMap, name: &HeaderName) -> Option<u64> {
+    h.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Connect failure, or a reset before response headers (`refused`: HTTP/2 REFUSED_STREAM).
+fn classify(e: &hyper_util::client::legacy::Error) -> Failure {
+    if e.is_connect() {
+        return Failure::Connect;
+    }
+    let text = error_chain(e);
+    Failure::Reset { refused: text.contains("refused stream") || text.contains("REFUSED_STREAM") }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
