@@ -13,7 +13,7 @@
 //! Memory: identical policies share one `Arc`, and subset clusters that
 //! select every endpoint share the default cluster's endpoint list.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use weir_api::protocol::Protocol;
@@ -25,12 +25,13 @@ use crate::message::{Messages, code};
 use crate::model::{Cluster, Discovery, Endpoint, Str, UpstreamProtocol};
 use crate::policy::{ClusterPolicy, ConnectionPool, LbAlgorithm, PolicyParts};
 use crate::registry::{Instance, Service, ServicePort};
+use crate::str_util::{Digits, concat_str};
 
 /// `outbound|9080|v1|reviews.default.svc.cluster.local` (`outbound|9080||...` without subset).
 pub fn cluster_name(port: u16, subset: Option<&str>, host: &str) -> Str {
-    let mut buf = String::new();
-    write_cluster_name(&mut buf, port, subset, host);
-    Str::from(buf.as_str())
+    // Route building names a cluster per destination: one allocation each.
+    let port = Digits::new(port);
+    concat_str(&["outbound|", port.as_str(), "|", subset.unwrap_or(""), "|", host])
 }
 
 /// Writes the cluster name into `buf` (cleared first): lets `build` reuse one buffer.
@@ -92,44 +93,13 @@ pub fn upstream_protocol(protocol: Option<Protocol>, pool: &ConnectionPool) -> U
     base
 }
 
-/// A multiply-rotate hasher for the policy and pointer keys of this module
-/// (SipHash is needlessly slow for these short-lived, config-derived keys).
-#[derive(Default)]
-struct AddrHasher(u64);
-
-impl std::hash::Hasher for AddrHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.write_u64(u64::from_le_bytes(w));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.write_u64(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 56));
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_usize(&mut self, v: usize) {
-        self.write_u64(v as u64);
-    }
-}
-
-type AddrMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<AddrHasher>>;
+type AddrMap<K, V> = crate::fast_hash::FastMap<K, V>;
 
 /// Effective policies, computed once per set of DR components and shared by value.
 struct Policies<'a> {
     mesh: &'a MeshConfig,
     by_parts: AddrMap<[usize; 7], Arc<ClusterPolicy>>,
-    by_value: HashSet<Arc<ClusterPolicy>, std::hash::BuildHasherDefault<AddrHasher>>,
+    by_value: crate::fast_hash::FastSet<Arc<ClusterPolicy>>,
 }
 
 impl<'a> Policies<'a> {
@@ -185,8 +155,8 @@ fn endpoint(svc: &Service, inst: &Instance, port: &ServicePort) -> Endpoint {
 }
 
 /// Whether `inst` carries all of the subset's labels (an empty set selects all).
-fn selects(labels: &[(&str, &str)], inst: &Instance) -> bool {
-    labels.iter().all(|(k, v)| inst.labels.iter().any(|(lk, lv)| &**lk == *k && &**lv == *v))
+fn selects(labels: &BTreeMap<String, String>, inst: &Instance) -> bool {
+    labels.iter().all(|(k, v)| inst.labels.iter().any(|(lk, lv)| **lk == **k && **lv == **v))
 }
 
 fn is_dns(d: Discovery) -> bool {
@@ -266,8 +236,8 @@ pub fn build(
                 if s.labels.is_empty() {
                     return None;
                 }
-                let labels: Vec<(&str, &str)> = s.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                let m: Vec<usize> = (0..svc.instances.len()).filter(|&i| selects(&labels, &svc.instances[i])).collect();
+                let m: Vec<usize> =
+                    (0..svc.instances.len()).filter(|&i| selects(&s.labels, &svc.instances[i])).collect();
                 (m.len() != svc.instances.len()).then_some(m)
             })
             .collect();

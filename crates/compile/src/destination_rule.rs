@@ -32,11 +32,12 @@
 //! merged and kept on its own). A DR with a `workloadSelector` is private to
 //! its namespace and only applies to matching proxies there.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use weir_api::types::{DestinationRule, Subset, TrafficPolicy};
 
+use crate::fast_hash::FastMap;
 use crate::host;
 use crate::mesh::MeshConfig;
 use crate::message::Messages;
@@ -172,7 +173,7 @@ struct RuleMeta {
 /// One pool of merged rules, by host (Istio's `consolidatedDestRules`).
 #[derive(Clone, Debug, Default)]
 struct Pool {
-    specific: HashMap<Str, Vec<usize>>,
+    specific: FastMap<Str, Vec<usize>>,
     wildcard_hosts: Vec<Str>,
     wildcard: Vec<Vec<usize>>,
 }
@@ -212,7 +213,7 @@ impl Pool {
 }
 
 /// The pool of `ns`, created on first use (without allocating the key again).
-fn pool_in<'a>(pools: &'a mut HashMap<Str, Pool>, ns: &str) -> &'a mut Pool {
+fn pool_in<'a>(pools: &'a mut FastMap<Str, Pool>, ns: &str) -> &'a mut Pool {
     let key = pools.get_key_value(ns).map_or_else(|| Str::from(ns), |(k, _)| k.clone());
     pools.entry(key).or_default()
 }
@@ -225,8 +226,8 @@ pub struct DrIndex {
     /// differently). Empty when no lookup can find anything.
     pub rules: Vec<MergedDr>,
     meta: Vec<RuleMeta>,
-    local: HashMap<Str, Pool>,
-    exported: HashMap<Str, Pool>,
+    local: FastMap<Str, Pool>,
+    exported: FastMap<Str, Pool>,
     root_local: Pool,
     root_namespace: Str,
 }

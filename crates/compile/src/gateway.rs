@@ -689,6 +689,7 @@ fn http_route_table(
 ) -> RouteTable {
     let servers: &[usize] = merged.by_route.get(name).map_or(&[], |v| v.as_slice());
     let mut routes_cache: HashMap<(Str, Str), Vec<Route>> = HashMap::new();
+    let strings = crate::route::RouteStrings::default();
     let mut drafts: BTreeMap<Str, VhostDraft> = BTreeMap::new();
     for &i in servers {
         let s = &merged.servers[i];
@@ -702,7 +703,7 @@ fn http_route_table(
             }
             let routes = routes_cache
                 .entry((s.gateway.clone(), vs.object.clone()))
-                .or_insert_with(|| crate::route::http_routes(vs, &env, messages));
+                .or_insert_with(|| crate::route::http_routes_with(vs, &env, &strings, messages));
             // Istio skips a VirtualService without routes here (e.g. only `tcp` rules, or all matches filtered).
             if routes.is_empty() {
                 continue;

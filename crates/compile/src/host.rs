@@ -7,8 +7,10 @@
 //! `barfoo.com` and `*` matches everything). Comparisons are byte-wise on
 //! the names as given; callers lower-case hosts before comparing.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
+use crate::fast_hash::FastMap;
 use crate::model::Str;
 
 /// Whether `h` is a wildcard host (starts with `*`).
@@ -69,9 +71,23 @@ pub(crate) fn is_ip(h: &str) -> bool {
 /// becomes `host.<namespace>.svc.<cluster_domain>`; everything else is kept
 /// (lower-cased).
 pub fn resolve_short_name(host: &str, namespace: &str, cluster_domain: &str) -> Str {
+    match resolve_short_name_cow(host, namespace, cluster_domain) {
+        Cow::Borrowed(h) => Str::from(h),
+        Cow::Owned(h) => Str::from(h),
+    }
+}
+
+/// [`resolve_short_name`] without allocating when `host` stays as it is
+/// (already lower-case and not a short name), as most hosts do: route
+/// building resolves every destination host.
+pub fn resolve_short_name_cow<'a>(host: &'a str, namespace: &str, cluster_domain: &str) -> Cow<'a, str> {
+    let kept = |h: &str| h.is_empty() || h == "*" || h.contains('.') || is_ip(h);
+    if !host.bytes().any(|b| b.is_ascii_uppercase()) && kept(host) {
+        return Cow::Borrowed(host);
+    }
     let lower = host.to_ascii_lowercase();
-    if lower.is_empty() || lower == "*" || lower.contains('.') || is_ip(&lower) {
-        return lower.into();
+    if kept(&lower) {
+        return Cow::Owned(lower);
     }
     let mut out = lower;
     // Istio skips the parts it does not know rather than producing `name..svc.`.
@@ -83,7 +99,7 @@ pub fn resolve_short_name(host: &str, namespace: &str, cluster_domain: &str) -> 
         out.push_str(".svc.");
         out.push_str(&cluster_domain.to_ascii_lowercase());
     }
-    out.into()
+    Cow::Owned(out)
 }
 
 /// The virtual-host domains for a service as seen from a proxy in
@@ -100,8 +116,9 @@ pub fn resolve_short_name(host: &str, namespace: &str, cluster_domain: &str) -> 
 /// capture every request on the port.
 pub fn alt_domains(hostname: &str, proxy_namespace: &str, cluster_domain: &str) -> Vec<Str> {
     let own = || Str::from(hostname);
-    let svc_suffix = format!(".svc.{cluster_domain}");
-    if cluster_domain.is_empty() || !hostname.ends_with(&svc_suffix) {
+    // Ends with `.svc.<cluster_domain>`.
+    let kubernetes = hostname.strip_suffix(cluster_domain).is_some_and(|h| h.ends_with(".svc."));
+    if cluster_domain.is_empty() || !kubernetes {
         return vec![own()];
     }
     let (Some(ih), Some(first_dot)) = (hostname.find(".svc."), hostname.find('.')) else {
@@ -119,7 +136,7 @@ pub fn alt_domains(hostname: &str, proxy_namespace: &str, cluster_domain: &str) 
         out.push(Str::from(name));
     }
     out.push(Str::from(name_ns));
-    out.push(Str::from(format!("{name_ns}.svc")));
+    out.push(crate::str_util::concat_str(&[name_ns, ".svc"]));
     out.push(own());
     out
 }
@@ -148,6 +165,49 @@ pub fn most_specific_match<S: AsRef<str>>(host: &str, candidates: &[S]) -> Optio
         }
     }
     best
+}
+
+/// [`most_specific_match`] over a fixed list of candidates, for many
+/// lookups: exact names are hashed (first occurrence kept) and only the
+/// wildcards are scanned. Same answers as [`most_specific_match`].
+#[derive(Debug, Default)]
+pub struct HostMatcher<'a> {
+    /// Every candidate (wildcards too: a wildcard host equals a wildcard candidate) -> first index.
+    exact: FastMap<&'a str, usize>,
+    /// The wildcard candidates with their indices, in order.
+    wildcards: Vec<(usize, &'a str)>,
+}
+
+impl<'a> HostMatcher<'a> {
+    pub fn new(candidates: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut m = HostMatcher::default();
+        for (i, c) in candidates.into_iter().enumerate() {
+            m.exact.entry(c).or_insert(i);
+            if is_wildcard(c) {
+                m.wildcards.push((i, c));
+            }
+        }
+        m
+    }
+
+    /// The index of the most specific candidate matching `host` (see [`most_specific_match`]).
+    pub fn most_specific_match(&self, host: &str) -> Option<usize> {
+        if let Some(&i) = self.exact.get(host) {
+            return Some(i);
+        }
+        let needle = suffix(host);
+        let mut best: Option<(usize, &str)> = None;
+        for &(i, c) in &self.wildcards {
+            if !needle.ends_with(suffix(c)) {
+                continue;
+            }
+            match best {
+                Some((_, b)) if more_specific(c, b) != Ordering::Less => {}
+                _ => best = Some((i, c)),
+            }
+        }
+        best.map(|(i, _)| i)
+    }
 }
 
 #[cfg(test)]
@@ -349,6 +409,37 @@ mod tests {
                     }
                 }
             }
+        }
+
+        #[test]
+        fn host_matcher_agrees_with_most_specific_match(h in host(), cands in prop::collection::vec(host(), 0..6)) {
+            let m = HostMatcher::new(cands.iter().map(String::as_str));
+            prop_assert_eq!(m.most_specific_match(&h), most_specific_match(&h, &cands));
+        }
+
+        #[test]
+        fn resolve_short_name_agrees_with_the_allocating_version(h in host(), upper in any::<bool>(), ns in prop::sample::select(vec!["", "ns", "NS"])) {
+            // The straightforward implementation the borrowing one replaced.
+            fn reference(host: &str, namespace: &str, cluster_domain: &str) -> String {
+                let lower = host.to_ascii_lowercase();
+                if lower.is_empty() || lower == "*" || lower.contains('.') || is_ip(&lower) {
+                    return lower;
+                }
+                let mut out = lower;
+                if !namespace.is_empty() {
+                    out.push('.');
+                    out.push_str(&namespace.to_ascii_lowercase());
+                }
+                if !cluster_domain.is_empty() {
+                    out.push_str(".svc.");
+                    out.push_str(&cluster_domain.to_ascii_lowercase());
+                }
+                out
+            }
+            let h = if upper { h.to_ascii_uppercase() } else { h };
+            let want = reference(&h, ns, "cluster.local");
+            prop_assert_eq!(&*resolve_short_name_cow(&h, ns, "cluster.local"), want.as_str());
+            prop_assert_eq!(&*resolve_short_name(&h, ns, "cluster.local"), want.as_str());
         }
 
         #[test]

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod compile;
 pub mod destination_rule;
 pub mod explain;
+mod fast_hash;
 pub mod gateway;
 pub mod host;
 pub mod listener;
@@ -26,6 +27,7 @@ pub mod registry;
 pub mod route;
 pub mod sidecar;
 pub mod store;
+mod str_util;
 pub mod virtual_service;
 
 pub use compile::{Input, compile};

@@ -58,6 +58,15 @@ pub fn normalize_cidr(s: &str) -> Option<String> {
     })
 }
 
+/// `normalize_cidr(s).is_some()` without formatting the normalized text.
+pub fn is_cidr(s: &str) -> bool {
+    let addr = match s.split_once('/') {
+        Some((a, l)) => a.parse::<IpAddr>().ok().filter(|_| l.parse::<u8>().is_ok()),
+        None => s.parse::<IpAddr>().ok(),
+    };
+    addr.is_some_and(|a| !a.is_unspecified())
+}
+
 /// The prefix length of a CIDR or IP (`32`/`128` for a plain address), for ordering.
 fn prefix_len(s: &str) -> u8 {
     match s.split_once('/') {
@@ -280,6 +289,31 @@ mod tests {
             },
             tls: None,
             action: ChainAction::AutoPassthrough,
+        }
+    }
+
+    #[test]
+    fn is_cidr_agrees_with_normalize_cidr() {
+        for s in [
+            "10.1.2.3",
+            "10.1.2.3/8",
+            "10.1.2.3/33",
+            "10.1.2.3/300",
+            "10.1.2.3/",
+            "10.1.2.3/x",
+            "0.0.0.0",
+            "0.0.0.0/0",
+            "::",
+            "::1",
+            "2001:db8::1/32",
+            "2001:db8::1/129",
+            "fe80::1%eth0",
+            "foo.com",
+            "",
+            "/8",
+            "1.2.3.4/8/9",
+        ] {
+            assert_eq!(is_cidr(s), normalize_cidr(s).is_some(), "{s}");
         }
     }
 

@@ -11,8 +11,9 @@ use weir_api::protocol::Protocol;
 
 use crate::cluster::cluster_name;
 use crate::compile::{Builder, Context};
+use crate::fast_hash::{FastMap, FastSet, map_with_capacity, set_with_capacity};
 use crate::listener::{
-    BLACKHOLE_CLUSTER, MatchKey, PASSTHROUGH_CHAIN, PASSTHROUGH_CLUSTER, catch_all_route, listener_name,
+    BLACKHOLE_CLUSTER, MatchKey, PASSTHROUGH_CHAIN, PASSTHROUGH_CLUSTER, catch_all_route, is_cidr, listener_name,
     normalize_cidr, order_chains, server_names, single_cluster, special_cluster, tcp_route_to,
 };
 use crate::mesh::OutboundMode;
@@ -22,7 +23,8 @@ use crate::model::{
     Str, TcpRoute, Transport, VirtualHost,
 };
 use crate::registry::{Service, ServicePort};
-use crate::route::RouteEnv;
+use crate::route::{RouteEnv, RouteStrings};
+use crate::str_util::Digits;
 use crate::virtual_service::ResolvedVs;
 
 /// Adds the sidecar outbound listeners and route tables to `out`.
@@ -39,8 +41,9 @@ pub fn build(cx: &Context<'_>, out: &mut Builder) {
             }
         }
     }
+    let strings = RouteStrings::default();
     for (port, entries) in ports {
-        build_port(cx, port, dedup_hosts(entries, &cx.node.namespace), &mesh_vss, out);
+        build_port(cx, port, dedup_hosts(entries, &cx.node.namespace), &mesh_vss, &strings, out);
     }
     let catch_all = match cx.scope.outbound_mode {
         OutboundMode::AllowAny => PASSTHROUGH_CLUSTER,
@@ -56,7 +59,7 @@ fn dedup_hosts<'s>(
     namespace: &str,
 ) -> Vec<(&'s Arc<Service>, &'s ServicePort)> {
     let mut out: Vec<(&Arc<Service>, &ServicePort)> = Vec::with_capacity(entries.len());
-    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut index: FastMap<&str, usize> = map_with_capacity(entries.len());
     for (svc, sp) in entries {
         match index.get(&*svc.hostname) {
             Some(&i) => {
@@ -103,6 +106,7 @@ fn build_port(
     port: u16,
     entries: Vec<(&Arc<Service>, &ServicePort)>,
     mesh_vss: &[&Arc<ResolvedVs>],
+    strings: &RouteStrings,
     out: &mut Builder,
 ) {
     // The egress listener serving this port gives its bind address; one declared for this very
@@ -117,15 +121,16 @@ fn build_port(
         .copied()
         .filter(|vs| vs.hosts.iter().any(|h| cx.scope.imports_on_port(port, &vs.cfg.namespace, h)))
         .collect();
+    let vss = PortVss::new(vss);
     let env = cx.route_env(port, None);
     let lname = listener_name(bind.as_deref(), port);
 
     let mut chains: Vec<FilterChain> = Vec::new();
     // The match of every chain so far -> who owns it, for conflicts.
     let mut taken: HashMap<MatchKey, Str> = HashMap::new();
-    let mut origins: Vec<Str> = Vec::new();
+    let mut origins = Origins::default();
     if kinds.contains(&PortKind::Http) {
-        let table = http_route_table(cx, &env, &entries, &kinds, &vss, &mut out.messages);
+        let table = http_route_table(cx, &env, &entries, &kinds, &vss.list, strings, &mut out.messages);
         chains.push(FilterChain {
             name: table.name.clone(),
             matcher: ChainMatch::default(),
@@ -135,13 +140,13 @@ fn build_port(
         taken.insert(MatchKey::of(&ChainMatch::default()), "the HTTP services of this port".into());
         out.route_tables.push(table);
         for ((svc, _), _) in entries.iter().zip(&kinds).filter(|(_, k)| **k == PortKind::Http) {
-            push_unique(&mut origins, &svc.origin);
+            origins.push(&svc.origin);
         }
     }
     for ((svc, sp), kind) in entries.iter().zip(&kinds) {
         let own = match kind {
-            PortKind::Tls => tls_chains(&env, svc, &vss, &mut out.messages),
-            PortKind::Tcp => tcp_chains(&env, svc, &vss, &mut out.messages),
+            PortKind::Tls => tls_chains(&env, svc, &vss.for_service(svc), &mut out.messages),
+            PortKind::Tcp => tcp_chains(&env, svc, &vss.for_service(svc), &mut out.messages),
             PortKind::Http | PortKind::Skip => continue,
         };
         let mut accepted: Vec<FilterChain> = Vec::new();
@@ -172,7 +177,7 @@ fn build_port(
             );
         }
         if !accepted.is_empty() {
-            push_unique(&mut origins, &svc.origin);
+            origins.push(&svc.origin);
         }
         for k in own_keys {
             taken.entry(k).or_insert_with(|| svc.hostname.clone());
@@ -203,7 +208,7 @@ fn build_port(
         address: bind,
         port,
         filter_chains: chains,
-        origins,
+        origins: origins.list,
     });
 }
 
@@ -211,9 +216,19 @@ fn protocol_name(p: Option<Protocol>) -> &'static str {
     p.map_or("undeclared", |p| p.as_str())
 }
 
-fn push_unique(v: &mut Vec<Str>, s: &Str) {
-    if !v.contains(s) {
-        v.push(s.clone());
+/// A listener's origins: first-seen order, each once. The set makes a
+/// port with thousands of services linear rather than quadratic.
+#[derive(Default)]
+struct Origins {
+    list: Vec<Str>,
+    seen: FastSet<Str>,
+}
+
+impl Origins {
+    fn push(&mut self, s: &Str) {
+        if self.seen.insert(s.clone()) {
+            self.list.push(s.clone());
+        }
     }
 }
 
@@ -225,7 +240,7 @@ fn is_match_all(m: &ChainMatch) -> bool {
 /// a NONE-resolution service without addresses its endpoint IPs (Istio builds
 /// a listener per endpoint there); empty means any destination.
 fn service_subnets(svc: &Service) -> Vec<Str> {
-    let mut out: Vec<Str> = svc.addresses.iter().filter(|a| normalize_cidr(a).is_some()).cloned().collect();
+    let mut out: Vec<Str> = svc.addresses.iter().filter(|a| is_cidr(a)).cloned().collect();
     if out.is_empty() && svc.discovery == Discovery::OriginalDst {
         for i in svc.instances.iter() {
             if i.address.parse::<std::net::IpAddr>().is_ok_and(|ip| !ip.is_unspecified()) && !out.contains(&i.address) {
@@ -236,9 +251,54 @@ fn service_subnets(svc: &Service) -> Vec<Str> {
     out
 }
 
-/// The VirtualServices with a host overlapping `svc` (Istio `getConfigsForHost`), in order.
-fn vss_for_service<'v>(vss: &[&'v Arc<ResolvedVs>], svc: &Service) -> Vec<&'v Arc<ResolvedVs>> {
-    vss.iter().copied().filter(|vs| vs.hosts.iter().any(|h| crate::host::matches(h, &svc.hostname))).collect()
+/// The VirtualServices imported on one port, in Istio's order, indexed by
+/// host. A port can carry thousands of services and VirtualServices; finding
+/// each service's VirtualServices by scanning them all was quadratic.
+struct PortVss<'v> {
+    list: Vec<&'v Arc<ResolvedVs>>,
+    /// Non-wildcard host -> positions in `list` of the VirtualServices naming it, ascending.
+    exact: FastMap<&'v str, Vec<usize>>,
+    /// Positions of the VirtualServices with a wildcard host, ascending.
+    wildcard: Vec<usize>,
+}
+
+impl<'v> PortVss<'v> {
+    fn new(list: Vec<&'v Arc<ResolvedVs>>) -> Self {
+        let mut exact: FastMap<&'v str, Vec<usize>> = map_with_capacity(list.len());
+        let mut wildcard = Vec::new();
+        for (i, vs) in list.iter().enumerate() {
+            let mut has_wildcard = false;
+            for h in &vs.hosts {
+                if crate::host::is_wildcard(h) {
+                    has_wildcard = true;
+                } else {
+                    let at = exact.entry(&**h).or_default();
+                    if at.last() != Some(&i) {
+                        at.push(i);
+                    }
+                }
+            }
+            if has_wildcard {
+                wildcard.push(i);
+            }
+        }
+        PortVss { list, exact, wildcard }
+    }
+
+    /// The VirtualServices with a host overlapping `svc` (Istio `getConfigsForHost`), in order.
+    fn for_service(&self, svc: &Service) -> Vec<&'v Arc<ResolvedVs>> {
+        let overlaps = |vs: &ResolvedVs| vs.hosts.iter().any(|h| crate::host::matches(h, &svc.hostname));
+        if crate::host::is_wildcard(&svc.hostname) {
+            // A wildcard service overlaps exact hosts under it: no index for that.
+            return self.list.iter().copied().filter(|vs| overlaps(vs)).collect();
+        }
+        // An exact service name overlaps only that exact host or a wildcard host.
+        let mut at: Vec<usize> = self.exact.get(&*svc.hostname).cloned().unwrap_or_default();
+        at.extend(self.wildcard.iter().copied().filter(|&i| overlaps(self.list[i])));
+        at.sort_unstable();
+        at.dedup();
+        at.into_iter().map(|i| self.list[i]).collect()
+    }
 }
 
 fn chain_name(route: &TcpRoute, section: &str, fallback: &Str) -> Str {
@@ -251,6 +311,7 @@ fn chain_name(route: &TcpRoute, section: &str, fallback: &Str) -> Str {
 /// Istio `buildSidecarOutboundTCPFilterChainOpts`: a chain per VirtualService
 /// TCP route (its destination subnets, or the service's addresses for a route
 /// without any, which ends the list), else one to the service's cluster.
+/// `vss`: the VirtualServices with a host overlapping the service, in order.
 fn tcp_chains(
     env: &RouteEnv<'_>,
     svc: &Service,
@@ -272,7 +333,7 @@ fn tcp_chains(
     };
     let mut out = Vec::new();
     let mut default_added = false;
-    'vs: for vs in vss_for_service(vss, svc) {
+    'vs: for vs in vss.iter().copied() {
         for r in crate::route::tcp_routes(vs, env, messages) {
             let name = chain_name(&r, "tcp", &cluster);
             if r.destination_subnets.is_empty() {
@@ -294,6 +355,7 @@ fn tcp_chains(
 /// Istio `buildSidecarOutboundTLSFilterChainOpts`: a chain per VirtualService
 /// TLS match by SNI (duplicate SNI/subnet predicates generated once), else
 /// opaque TCP to the service, matched by SNI when its address cannot tell it apart.
+/// `vss`: the VirtualServices with a host overlapping the service, in order.
 fn tls_chains(
     env: &RouteEnv<'_>,
     svc: &Service,
@@ -304,7 +366,7 @@ fn tls_chains(
     let cluster = cluster_name(env.port, None, &svc.hostname);
     let mut out = Vec::new();
     let mut seen: HashSet<(Vec<Str>, Vec<Str>)> = HashSet::new();
-    for vs in vss_for_service(vss, svc) {
+    for vs in vss.iter().copied() {
         for (sni, r) in crate::route::tls_routes(vs, env, messages) {
             if !seen.insert((sni.clone(), r.destination_subnets.clone())) {
                 continue;
@@ -359,30 +421,34 @@ fn http_route_table<'s>(
     entries: &[(&'s Arc<Service>, &ServicePort)],
     kinds: &[PortKind],
     vss: &[&'s Arc<ResolvedVs>],
+    strings: &RouteStrings,
     messages: &mut Messages,
 ) -> RouteTable {
     let port = env.port;
     // Every service on the port counts as a registry host; only HTTP ones get virtual hosts.
     let services: Vec<(&Arc<Service>, bool)> =
         entries.iter().zip(kinds).map(|((svc, _), k)| (*svc, *k == PortKind::Http)).collect();
+    let names = PortServices::new(&services);
     // Istio keeps, on ports other than 80, only VirtualServices with a host matching a service here.
     let selected: Vec<&Arc<ResolvedVs>> = if port == 80 {
         vss.to_vec()
     } else {
-        vss.iter()
-            .copied()
-            .filter(|vs| vs.hosts.iter().any(|h| services.iter().any(|(s, _)| crate::host::matches(h, &s.hostname))))
-            .collect()
+        vss.iter().copied().filter(|vs| vs.hosts.iter().any(|h| names.any_matches(h))).collect()
     };
-    let wildcard_owner = most_specific_vs_index(vss, &services);
+    // Only consulted for wildcard VirtualService hosts (see `separate_hosts`).
+    let wildcard_owner = if vss.iter().any(|vs| vs.hosts.iter().any(|h| crate::host::is_wildcard(h))) {
+        most_specific_vs_index(vss, &services)
+    } else {
+        FastMap::default()
+    };
 
     let mut wrappers: Vec<Wrapper<'s>> = Vec::new();
     for vs in selected {
-        let routes = crate::route::http_routes(vs, env, messages);
+        let routes = crate::route::http_routes_with(vs, env, strings, messages);
         if routes.is_empty() {
             continue;
         }
-        let (vs_hosts, matched) = separate_hosts(vs, &services, &wildcard_owner);
+        let (vs_hosts, matched) = separate_hosts(vs, &names, &wildcard_owner);
         let matched: Vec<&Arc<Service>> = matched.into_iter().filter(|(_, http)| *http).map(|(s, _)| s).collect();
         // Without an HTTP service here, the VirtualService's own hosts are only served on port 80 (Istio's rule).
         if matched.is_empty() && port != 80 {
@@ -390,7 +456,8 @@ fn http_route_table<'s>(
         }
         wrappers.push(Wrapper { vs: Some(vs), vs_hosts, services: matched, routes });
     }
-    let with_vs: HashSet<&str> = wrappers.iter().flat_map(|w| w.services.iter().map(|s| &*s.hostname)).collect();
+    let mut with_vs: FastSet<&'s str> = set_with_capacity(services.len());
+    with_vs.extend(wrappers.iter().flat_map(|w| w.services.iter().map(|&s| -> &'s str { &s.hostname })));
     let defaults: Vec<Wrapper<'s>> = services
         .iter()
         .filter(|(s, http)| *http && !with_vs.contains(&*s.hostname))
@@ -398,12 +465,15 @@ fn http_route_table<'s>(
             vs: None,
             vs_hosts: Vec::new(),
             services: vec![*s],
-            routes: vec![crate::route::default_http_route(cluster_name(port, None, &s.hostname), env)],
+            routes: vec![crate::route::default_http_route_with(cluster_name(port, None, &s.hostname), env, strings)],
         })
         .collect();
+    // Now the hostnames of every wrapper's services.
+    let mut known = with_vs;
+    known.extend(defaults.iter().flat_map(|w| w.services.iter().map(|&s| -> &'s str { &s.hostname })));
     wrappers.extend(defaults);
 
-    let mut vhosts = build_virtual_hosts(cx, port, &wrappers, messages);
+    let mut vhosts = build_virtual_hosts(cx, port, wrappers, &known, messages);
     vhosts.sort_by(|a, b| a.name.cmp(&b.name));
     if !vhosts.iter().any(|v| v.domains.iter().any(|d| &**d == "*")) {
         vhosts.push(catch_all_vhost(cx.scope.outbound_mode));
@@ -427,24 +497,74 @@ fn catch_all_vhost(mode: OutboundMode) -> VirtualHost {
     }
 }
 
+/// The services of one port (with whether each is served as HTTP) and their
+/// hostnames hashed: every VirtualService host is looked up among them, and
+/// scanning the services for each was quadratic on ports with many of both.
+struct PortServices<'a, 's> {
+    services: &'a [(&'s Arc<Service>, bool)],
+    /// Non-wildcard hostname -> position of the first service with it.
+    exact: FastMap<&'s str, usize>,
+    /// Positions of the services with a wildcard hostname.
+    wildcard: Vec<usize>,
+}
+
+impl<'a, 's> PortServices<'a, 's> {
+    fn new(services: &'a [(&'s Arc<Service>, bool)]) -> Self {
+        let mut exact = map_with_capacity(services.len());
+        let mut wildcard = Vec::new();
+        for (i, (s, _)) in services.iter().enumerate() {
+            let s: &'s Service = s;
+            if crate::host::is_wildcard(&s.hostname) {
+                wildcard.push(i);
+            } else {
+                exact.entry(&*s.hostname).or_insert(i);
+            }
+        }
+        PortServices { services, exact, wildcard }
+    }
+
+    /// Whether VirtualService host `h` overlaps any service here (`host::matches`).
+    fn any_matches(&self, h: &str) -> bool {
+        let overlaps = |&(s, _): &(&Arc<Service>, bool)| crate::host::matches(h, &s.hostname);
+        if crate::host::is_wildcard(h) {
+            // A wildcard overlaps the exact names under it: no index for that.
+            return self.services.iter().any(overlaps);
+        }
+        // An exact name overlaps only the same name or a wildcard service.
+        self.exact.contains_key(h) || self.wildcard.iter().any(|&i| overlaps(&self.services[i]))
+    }
+
+    /// The first service named exactly `h` (not a wildcard).
+    fn named(&self, h: &str) -> Option<(&'s Arc<Service>, bool)> {
+        self.exact.get(h).map(|&i| self.services[i])
+    }
+}
+
 /// Istio `computeWildcardHostVirtualServiceIndex`: for each service host,
 /// the VirtualService (`object`) with that exact host, else with the most
 /// specific wildcard matching it; the first VirtualService wins a shared host.
-fn most_specific_vs_index(vss: &[&Arc<ResolvedVs>], services: &[(&Arc<Service>, bool)]) -> HashMap<Str, Str> {
-    let mut hosts: Vec<Str> = Vec::new();
-    let mut owners: Vec<Str> = Vec::new();
+fn most_specific_vs_index<'s>(
+    vss: &[&'s Arc<ResolvedVs>],
+    services: &[(&'s Arc<Service>, bool)],
+) -> FastMap<&'s str, &'s str> {
+    let mut hosts: Vec<&str> = Vec::new();
+    let mut owners: Vec<&str> = Vec::new();
+    let mut seen: FastSet<&str> = FastSet::default();
     for vs in vss {
+        let vs: &'s ResolvedVs = vs;
         for h in &vs.hosts {
-            if !hosts.contains(h) {
-                hosts.push(h.clone());
-                owners.push(vs.object.clone());
+            if seen.insert(h) {
+                hosts.push(h);
+                owners.push(&vs.object);
             }
         }
     }
-    let mut out = HashMap::new();
+    let hosts = crate::host::HostMatcher::new(hosts);
+    let mut out = map_with_capacity(services.len());
     for (svc, _) in services {
-        if let Some(i) = crate::host::most_specific_match(&svc.hostname, &hosts) {
-            out.insert(svc.hostname.clone(), owners[i].clone());
+        let svc: &'s Service = svc;
+        if let Some(i) = hosts.most_specific_match(&svc.hostname) {
+            out.insert(&*svc.hostname, owners[i]);
         }
     }
     out
@@ -455,8 +575,8 @@ fn most_specific_vs_index(vss: &[&Arc<ResolvedVs>], services: &[(&Arc<Service>, 
 /// specific wildcard VirtualService is this one) and other hostnames.
 fn separate_hosts<'s>(
     vs: &ResolvedVs,
-    services: &[(&'s Arc<Service>, bool)],
-    wildcard_owner: &HashMap<Str, Str>,
+    names: &PortServices<'_, 's>,
+    wildcard_owner: &FastMap<&str, &str>,
 ) -> (Vec<Str>, Vec<(&'s Arc<Service>, bool)>) {
     let mut other_hosts: Vec<Str> = Vec::new();
     let mut matched: Vec<(&Arc<Service>, bool)> = Vec::new();
@@ -466,19 +586,19 @@ fn separate_hosts<'s>(
         }
     }
     for h in vs.hosts.iter().filter(|h| !crate::host::is_wildcard(h)) {
-        match services.iter().find(|(s, _)| s.hostname == *h) {
-            Some(&s) => add(&mut matched, s),
+        match names.named(h) {
+            Some(s) => add(&mut matched, s),
             None => other_hosts.push(h.clone()),
         }
     }
     for h in vs.hosts.iter().filter(|h| crate::host::is_wildcard(h)) {
         let mut found = false;
-        for &(s, http) in services {
+        for &(s, http) in names.services {
             if !crate::host::matches(&s.hostname, h) {
                 continue;
             }
             found = true;
-            if wildcard_owner.get(&s.hostname) == Some(&vs.object) {
+            if wildcard_owner.get(&*s.hostname) == Some(&&*vs.object) {
                 add(&mut matched, (s, http));
             }
         }
@@ -503,7 +623,7 @@ fn service_domains(cx: &Context<'_>, svc: &Service) -> (Vec<Str>, Vec<Str>) {
     }
     for a in &svc.addresses {
         // CIDRs cannot appear in a Host header.
-        if !a.contains('/') && normalize_cidr(a).is_some() && !domains.contains(a) {
+        if !a.contains('/') && is_cidr(a) && !domains.contains(a) {
             domains.push(a.clone());
         }
     }
@@ -513,41 +633,46 @@ fn service_domains(cx: &Context<'_>, svc: &Service) -> (Vec<Str>, Vec<Str>) {
 /// Istio's `buildVirtualHost` loop: virtual host names and domains are
 /// unique in a route table; the first claim wins and later ones are
 /// reported (IST0109 when two VirtualServices claim one host).
+///
+/// `known`: the hostnames of the wrappers' services. They are real names: an
+/// alternate name equal to one of them yields.
 fn build_virtual_hosts(
     cx: &Context<'_>,
     port: u16,
-    wrappers: &[Wrapper<'_>],
+    wrappers: Vec<Wrapper<'_>>,
+    known: &FastSet<&str>,
     messages: &mut Messages,
 ) -> Vec<VirtualHost> {
-    // Service hostnames are real names: an alternate name equal to one of them yields.
-    let known: HashSet<&str> = wrappers.iter().flat_map(|w| w.services.iter().map(|s| &*s.hostname)).collect();
     // Virtual host name -> who claimed it.
-    let mut claimed: HashMap<Str, Str> = HashMap::new();
-    let mut used_domains: HashMap<String, Str> = HashMap::new();
-    let mut out = Vec::new();
-    for w in wrappers {
-        let owner: Str = match w.vs {
+    let mut claimed: FastMap<Str, Str> = map_with_capacity(wrappers.len());
+    // Lower-cased domain -> who claimed it (a service has a few: its name, alternate names, address).
+    let mut used_domains: FastMap<Str, Str> = map_with_capacity(wrappers.len() * 4);
+    // One virtual host per wrapper is typical; +1 for the catch-all added after.
+    let mut out = Vec::with_capacity(wrappers.len() + 1);
+    for Wrapper { vs, vs_hosts, services, mut routes } in wrappers {
+        let owner: Str = match vs {
             Some(vs) => vs.object.clone(),
-            None => w.services.first().map_or_else(|| Str::from(""), |s| s.origin.clone()),
+            None => services.first().map_or_else(|| Str::from(""), |s| s.origin.clone()),
         };
-        let location = |svc: Option<&Service>| match (w.vs, svc) {
+        let location = |svc: Option<&Service>| match (vs, svc) {
             (Some(vs), _) => Some(vs.cfg.origin_at("spec.hosts")),
             (None, Some(s)) => Some(s.origin_location.clone()),
             (None, None) => None,
         };
-        let candidates = w
-            .vs_hosts
+        let candidates: Vec<(Str, Option<&Service>)> = vs_hosts
             .iter()
-            .map(|h| (Str::from(h.to_ascii_lowercase()), None))
-            .chain(w.services.iter().map(|s| (s.hostname.clone(), Some(&***s))));
-        for (hostname, svc) in candidates {
-            let name: Str = format!("{hostname}:{port}").into();
+            .map(|h| (crate::str_util::lowercased(h), None))
+            .chain(services.iter().map(|&s| (s.hostname.clone(), Some(&**s))))
+            .collect();
+        let last = candidates.len().saturating_sub(1);
+        for (k, (hostname, svc)) in candidates.into_iter().enumerate() {
+            let name: Str = crate::str_util::concat_str(&[&hostname, ":", Digits::new(port).as_str()]);
             if let Some(first) = claimed.get(&name) {
                 if *first == owner {
                     // The same object naming a host twice.
                     continue;
                 }
-                let (msg_code, level_error) = if w.vs.is_some() && first.starts_with("VirtualService ") {
+                let (msg_code, level_error) = if vs.is_some() && first.starts_with("VirtualService ") {
                     (code::CONFLICTING_MESH_GATEWAY_VS_HOSTS, true)
                 } else {
                     (code::DUPLICATE_DOMAIN, false)
@@ -575,7 +700,7 @@ fn build_virtual_hosts(
             let mut kept = Vec::with_capacity(domains.len());
             let mut dropped: Vec<String> = Vec::new();
             for d in domains {
-                let key = d.to_ascii_lowercase();
+                let key = crate::str_util::lowercased(&d);
                 if let Some(by) = used_domains.get(&key) {
                     dropped.push(format!("{d} (claimed by {by})"));
                     continue;
@@ -597,7 +722,15 @@ fn build_virtual_hosts(
                 );
             }
             if !kept.is_empty() {
-                out.push(VirtualHost { name, domains: kept, routes: w.routes.clone(), require_tls: false });
+                // The wrapper's last virtual host takes its routes (without spare capacity: the
+                // snapshot holds them); earlier ones get copies.
+                let routes = if k == last {
+                    routes.shrink_to_fit();
+                    std::mem::take(&mut routes)
+                } else {
+                    routes.clone()
+                };
+                out.push(VirtualHost { name, domains: kept, routes, require_tls: false });
             }
         }
     }

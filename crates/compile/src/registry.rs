@@ -8,6 +8,7 @@ use std::sync::Arc;
 use weir_api::protocol::Protocol;
 use weir_api::types::{Location as SeLocation, Resolution, ServiceEntry, WorkloadEntry};
 
+use crate::fast_hash::{FastMap, map_with_capacity};
 use crate::host;
 use crate::mesh::MeshConfig;
 use crate::message::{Messages, code};
@@ -134,9 +135,17 @@ impl Service {
 }
 
 /// All services, in registry order (the declaring objects' order).
+///
+/// Build it with [`Registry::from_config`] or [`Registry::new`] and leave
+/// `services` alone afterwards: the hostname index is derived from it.
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
     pub services: Vec<Arc<Service>>,
+    /// Hostname -> indices into `services`, in registry order. Route building
+    /// looks up every destination host; scanning `services` made that
+    /// quadratic in the number of services. Keeping each host's services in
+    /// registry order preserves "the first visible one wins".
+    by_host: FastMap<Str, Vec<usize>>,
 }
 
 impl Registry {
@@ -156,7 +165,16 @@ impl Registry {
         }
         conflicting_protocols(&drafts, messages);
         addresses_required(&drafts, messages);
-        Registry { services: merge_instances(drafts) }
+        Registry::new(merge_instances(drafts))
+    }
+
+    /// A registry of `services`, in the given (registry) order.
+    pub fn new(services: Vec<Arc<Service>>) -> Registry {
+        let mut by_host: FastMap<Str, Vec<usize>> = map_with_capacity(services.len());
+        for (i, s) in services.iter().enumerate() {
+            by_host.entry(s.hostname.clone()).or_default().push(i);
+        }
+        Registry { services, by_host }
     }
 
     /// Services visible from `namespace` (exportTo), in registry order.
@@ -166,7 +184,8 @@ impl Registry {
 
     /// The first service with exactly `hostname` visible from `namespace`.
     pub fn lookup(&self, hostname: &str, namespace: &str) -> Option<&Arc<Service>> {
-        self.services.iter().find(|s| &*s.hostname == hostname && s.visibility.visible_to(&s.namespace, namespace))
+        let candidates = self.by_host.get(hostname)?;
+        candidates.iter().map(|&i| &self.services[i]).find(|s| s.visibility.visible_to(&s.namespace, namespace))
     }
 }
 

@@ -22,7 +22,10 @@
 //!   that name; no request header can carry it, so they never match (Istio's
 //!   metadata matchers do not match either without a JWT filter).
 
+use std::borrow::Cow;
+use std::cell::OnceCell;
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use weir_api::types::{
     CorsPolicy, Destination, HeaderOperations, Headers, HttpDirectResponse, HttpFaultInjection, HttpMatchRequest,
@@ -30,7 +33,7 @@ use weir_api::types::{
     UnmatchedPreflights, VirtualService,
 };
 
-use crate::destination_rule::DrIndex;
+use crate::destination_rule::{DrIndex, MergedDr};
 use crate::mesh::MeshConfig;
 use crate::message::{Messages, code};
 use crate::model::{
@@ -41,6 +44,7 @@ use crate::model::{
 use crate::node::Node;
 use crate::registry::{Registry, Service};
 use crate::store::Cfg;
+use crate::str_util::{Digits, concat_str, lower_str, with_concat};
 use crate::virtual_service::{MESH_GATEWAY, ResolvedVs, RuleSource, resolve_gateway_name};
 
 /// Name of the generated route of a service without VirtualService (Istio `DefaultRouteName`).
@@ -73,10 +77,50 @@ impl RouteEnv<'_> {
     }
 }
 
+/// Strings that many routes carry, allocated once and shared (`Str` is an
+/// `Arc`) by the routes built with one `RouteStrings`: every route has the
+/// default retry conditions, most have the `/` prefix. With tens of thousands
+/// of routes, a copy each was a large share of a compile's allocations and of
+/// the snapshot's memory. Each string is created on first use.
+#[derive(Debug, Default)]
+pub(crate) struct RouteStrings {
+    default_retry_on: OnceCell<Vec<Str>>,
+    root_prefix: OnceCell<Str>,
+    empty: OnceCell<Str>,
+}
+
+impl RouteStrings {
+    /// [`DEFAULT_RETRY_ON`].
+    fn default_retry_on(&self) -> &[Str] {
+        self.default_retry_on.get_or_init(|| DEFAULT_RETRY_ON.iter().map(|s| Str::from(*s)).collect())
+    }
+
+    /// `/`.
+    fn root_prefix(&self) -> Str {
+        self.root_prefix.get_or_init(|| Str::from("/")).clone()
+    }
+
+    /// `s`, shared when empty.
+    fn str(&self, s: &str) -> Str {
+        if s.is_empty() { self.empty.get_or_init(|| Str::from("")).clone() } else { Str::from(s) }
+    }
+}
+
 /// The HTTP routes of `vs` for `env`, in order; stops after the first catch-all.
 pub fn http_routes(vs: &ResolvedVs, env: &RouteEnv<'_>, messages: &mut Messages) -> Vec<Route> {
+    http_routes_with(vs, env, &RouteStrings::default(), messages)
+}
+
+/// [`http_routes`], sharing `strings` with other routes.
+pub(crate) fn http_routes_with(
+    vs: &ResolvedVs,
+    env: &RouteEnv<'_>,
+    strings: &RouteStrings,
+    messages: &mut Messages,
+) -> Vec<Route> {
     let ns = &*vs.cfg.namespace;
-    let mut out = Vec::new();
+    // Usually one route per rule; the snapshot keeps this vector.
+    let mut out = Vec::with_capacity(vs.http.len());
     for (i, rule) in vs.http.iter().enumerate() {
         // A delegate that could not be merged (nested delegation is invalid).
         if rule.delegate.is_some() {
@@ -88,7 +132,8 @@ pub fn http_routes(vs: &ResolvedVs, env: &RouteEnv<'_>, messages: &mut Messages)
         // so that later rules can never match anywhere.
         let mut unconditional = false;
         if rule.matches.is_empty() {
-            out.extend(translate_route(&src, ns, rule, None, catch_all_match(), env, messages));
+            let matcher = catch_all_match_with(strings);
+            out.extend(translate_route(&src, ns, rule, None, matcher, env, strings, messages));
             catch_all = true;
             unconditional = true;
         } else {
@@ -96,9 +141,9 @@ pub fn http_routes(vs: &ResolvedVs, env: &RouteEnv<'_>, messages: &mut Messages)
                 if !http_static_match(m, ns, env) {
                     continue;
                 }
-                let matcher = translate_match(m);
+                let matcher = translate_match(m, strings);
                 let is_catch_all = matcher.is_catch_all();
-                out.extend(translate_route(&src, ns, rule, Some((mi, m)), matcher, env, messages));
+                out.extend(translate_route(&src, ns, rule, Some((mi, m)), matcher, env, strings, messages));
                 if is_catch_all {
                     catch_all = true;
                     unconditional = m.port == 0
@@ -118,7 +163,10 @@ pub fn http_routes(vs: &ResolvedVs, env: &RouteEnv<'_>, messages: &mut Messages)
                     code::SHADOWED_ROUTE,
                     src.object.clone(),
                     Some(src.origin_at("")),
-                    format!("http rule(s) {} never match: rule {i} matches every request first", unreachable.join(", ")),
+                    format!(
+                        "http rule(s) {} never match: rule {i} matches every request first",
+                        unreachable.join(", ")
+                    ),
                 );
             }
             break;
@@ -129,18 +177,27 @@ pub fn http_routes(vs: &ResolvedVs, env: &RouteEnv<'_>, messages: &mut Messages)
 
 /// Envoy's match of a rule without `match` (and of default routes): prefix `/`.
 pub fn catch_all_match() -> RouteMatch {
-    RouteMatch { path: Some(PathMatch::Prefix("/".into())), ..RouteMatch::default() }
+    catch_all_match_with(&RouteStrings::default())
+}
+
+fn catch_all_match_with(strings: &RouteStrings) -> RouteMatch {
+    RouteMatch { path: Some(PathMatch::Prefix(strings.root_prefix())), ..RouteMatch::default() }
 }
 
 /// The route of a service without VirtualService: catch-all to `cluster`
 /// with the mesh default retry policy and no timeout.
 pub fn default_http_route(cluster: Str, env: &RouteEnv<'_>) -> Route {
+    default_http_route_with(cluster, env, &RouteStrings::default())
+}
+
+/// [`default_http_route`], sharing `strings` with other routes.
+pub(crate) fn default_http_route_with(cluster: Str, env: &RouteEnv<'_>, strings: &RouteStrings) -> Route {
     Route {
         name: DEFAULT_ROUTE_NAME.into(),
-        matcher: catch_all_match(),
+        matcher: catch_all_match_with(strings),
         action: RouteAction::Forward { clusters: vec![single_cluster(cluster)], rewrite: None },
         timeout: None,
-        retries: retry_policy(env.mesh.default_http_retry_policy.as_ref(), false),
+        retries: retry_policy_with(env.mesh.default_http_retry_policy.as_ref(), false, strings),
         fault: None,
         mirrors: Vec::new(),
         cors: None,
@@ -260,19 +317,56 @@ pub fn tls_routes(vs: &ResolvedVs, env: &RouteEnv<'_>, messages: &mut Messages) 
 /// The cluster a destination names: `outbound|PORT|SUBSET|HOST`, with the
 /// port from the destination, else the service's only port, else the listener port.
 pub fn destination_cluster(dest: &Destination, vs_namespace: &str, env: &RouteEnv<'_>) -> Str {
-    if dest.host.is_empty() {
-        return "UnknownService".into();
+    Target::new(dest, vs_namespace, env).cluster(env)
+}
+
+/// A destination with its host resolved in the VirtualService's namespace
+/// and the registry service of exactly that name. Route building needs both
+/// several times per destination (checks, cluster name, hash policy): this
+/// resolves and looks up once.
+struct Target<'d, 'a> {
+    dest: &'d Destination,
+    /// The FQDN (borrowed from the destination when it already is one).
+    host: Cow<'d, str>,
+    /// `Registry::lookup(host, node namespace)`.
+    service: Option<&'a Arc<Service>>,
+    /// The DestinationRule for `host` in `service`'s namespace (else the
+    /// VirtualService's), looked up on first use.
+    dr: OnceCell<Option<&'a MergedDr>>,
+}
+
+impl<'d, 'a> Target<'d, 'a> {
+    fn new(dest: &'d Destination, vs_namespace: &str, env: &RouteEnv<'a>) -> Self {
+        let host = crate::host::resolve_short_name_cow(&dest.host, vs_namespace, &env.node.cluster_domain);
+        let service = env.registry.lookup(&host, &env.node.namespace);
+        Target { dest, host, service, dr: OnceCell::new() }
     }
-    let host = crate::host::resolve_short_name(&dest.host, vs_namespace, &env.node.cluster_domain);
-    let port = match dest_port(dest) {
-        Some(p) => p,
-        None => match env.registry.lookup(&host, &env.node.namespace) {
-            Some(svc) if svc.ports.len() == 1 => svc.ports[0].port,
-            _ => env.port,
-        },
-    };
-    let subset = (!dest.subset.is_empty()).then_some(dest.subset.as_str());
-    crate::cluster::cluster_name(port, subset, &host)
+
+    /// The DestinationRule that applies to the destination (`vs_namespace`
+    /// stands in for the namespace of a host the registry does not know).
+    fn dr(&self, vs_namespace: &str, env: &RouteEnv<'a>) -> Option<&'a MergedDr> {
+        *self.dr.get_or_init(|| {
+            let svc_ns = self.service.map_or(vs_namespace, |s| &*s.namespace);
+            env.drs.lookup(&env.node.namespace, svc_ns, &self.host)
+        })
+    }
+
+    /// See [`destination_cluster`].
+    fn cluster(&self, env: &RouteEnv<'_>) -> Str {
+        let dest = self.dest;
+        if dest.host.is_empty() {
+            return "UnknownService".into();
+        }
+        let port = match dest_port(dest) {
+            Some(p) => p,
+            None => match self.service {
+                Some(svc) if svc.ports.len() == 1 => svc.ports[0].port,
+                _ => env.port,
+            },
+        };
+        let subset = (!dest.subset.is_empty()).then_some(dest.subset.as_str());
+        crate::cluster::cluster_name(port, subset, &self.host)
+    }
 }
 
 /// The destination's explicit port, if it names a usable one.
@@ -282,10 +376,14 @@ fn dest_port(dest: &Destination) -> Option<u16> {
 
 /// Istio `retry.ConvertPolicy`: `None` input is the built-in default; `attempts <= 0` disables retries.
 pub fn retry_policy(input: Option<&HttpRetry>, consistent_hash: bool) -> Option<RetryPolicy> {
+    retry_policy_with(input, consistent_hash, &RouteStrings::default())
+}
+
+fn retry_policy_with(input: Option<&HttpRetry>, consistent_hash: bool, strings: &RouteStrings) -> Option<RetryPolicy> {
     let mut out = RetryPolicy {
         attempts: DEFAULT_RETRY_ATTEMPTS,
         per_try_timeout: None,
-        retry_on: DEFAULT_RETRY_ON.iter().map(|s| Str::from(*s)).collect(),
+        retry_on: strings.default_retry_on().to_vec(),
         retriable_status_codes: Vec::new(),
         backoff: None,
         retry_remote_localities: false,
@@ -392,6 +490,7 @@ fn origin(object: &Str, cfg: &Cfg<VirtualService>, rule: usize, matcher: Option<
 
 /// Istio `TranslateRoute` after the static filters: `None` when the rule
 /// produces no usable route (unsupported redirect code, no destination).
+#[allow(clippy::too_many_arguments)]
 fn translate_route(
     src: &RuleSource,
     ns: &str,
@@ -399,12 +498,13 @@ fn translate_route(
     m: Option<(usize, &HttpMatchRequest)>,
     matcher: RouteMatch,
     env: &RouteEnv<'_>,
+    strings: &RouteStrings,
     messages: &mut Messages,
 ) -> Option<Route> {
-    let mut name = rule.name.clone();
-    if let Some((_, m)) = m.filter(|(_, m)| !m.name.is_empty()) {
-        name = format!("{name}.{}", m.name);
-    }
+    let name = match m.filter(|(_, m)| !m.name.is_empty()) {
+        Some((_, m)) => concat_str(&[&rule.name, ".", &m.name]),
+        None => strings.str(&rule.name),
+    };
     let ops = header_operations(rule.headers.as_ref());
     let mut request_headers = ops.request;
     let mut response_headers = ops.response;
@@ -430,8 +530,9 @@ fn translate_route(
         }
         timeout = rule.timeout.filter(|t| t.as_nanos() > 0).map(|t| t.to_std());
         for (mirror, pct, path) in mirror_targets(rule) {
-            check_destination(mirror, ns, env, &src.object, src.origin_at(&path), true, messages);
-            mirrors.push(Mirror { cluster: destination_cluster(mirror, ns, env), percentage: pct });
+            let target = Target::new(mirror, ns, env);
+            check_destination(&target, ns, env, &src.object, || src.origin_at(&path), true, messages);
+            mirrors.push(Mirror { cluster: target.cluster(env), percentage: pct });
         }
         let dests: Vec<(usize, &weir_api::types::HttpRouteDestination, &Destination)> = rule
             .route
@@ -441,32 +542,35 @@ fn translate_route(
             .collect();
         let mut consistent_hash = false;
         let clusters = if let [(j, d, dest)] = dests.as_slice() {
+            let target = Target::new(dest, ns, env);
             check_destination(
-                dest,
+                &target,
                 ns,
                 env,
                 &src.object,
-                src.origin_at(&format!(".route[{j}].destination")),
+                || src.origin_at(&format!(".route[{j}].destination")),
                 false,
                 messages,
             );
-            consistent_hash = uses_consistent_hash(dest, ns, env);
+            consistent_hash = uses_consistent_hash(&target, ns, env);
             let dst_ops = header_operations(d.headers.as_ref());
             append_ops(&mut request_headers, dst_ops.request);
             append_ops(&mut response_headers, dst_ops.response);
             if authority.is_none() {
                 authority = dst_ops.authority;
             }
-            vec![single_cluster(destination_cluster(dest, ns, env))]
+            vec![single_cluster(target.cluster(env))]
         } else {
-            let mut clusters = Vec::new();
+            // Exact capacity: the snapshot keeps these.
+            let mut clusters = Vec::with_capacity(dests.iter().filter(|(_, d, _)| d.weight > 0).count());
             for (j, d, dest) in dests.iter().filter(|(_, d, _)| d.weight > 0) {
+                let target = Target::new(dest, ns, env);
                 check_destination(
-                    dest,
+                    &target,
                     ns,
                     env,
                     &src.object,
-                    src.origin_at(&format!(".route[{j}].destination")),
+                    || src.origin_at(&format!(".route[{j}].destination")),
                     false,
                     messages,
                 );
@@ -476,7 +580,7 @@ fn translate_route(
                     req.set.push((":authority".into(), a));
                 }
                 clusters.push(WeightedCluster {
-                    cluster: destination_cluster(dest, ns, env),
+                    cluster: target.cluster(env),
                     weight: u32::try_from(d.weight).unwrap_or(0),
                     request_headers: req,
                     response_headers: dst_ops.response,
@@ -488,11 +592,12 @@ fn translate_route(
             return None;
         }
         rw.authority = authority;
-        retries = retry_policy(rule.retries.as_ref().or(env.mesh.default_http_retry_policy.as_ref()), consistent_hash);
+        let input = rule.retries.as_ref().or(env.mesh.default_http_retry_policy.as_ref());
+        retries = retry_policy_with(input, consistent_hash, strings);
         RouteAction::Forward { clusters, rewrite: (rw != Rewrite::default()).then_some(rw) }
     };
     Some(Route {
-        name: name.into(),
+        name,
         matcher,
         action,
         timeout,
@@ -507,7 +612,9 @@ fn translate_route(
             rule: src.rule,
             matcher: m.map(|(i, _)| i),
             file: src.cfg.origin.file.clone(),
-            line: src.cfg.origin.line_of(&format!("spec.http[{}]", src.rule)),
+            line: with_concat(&["spec.http[", Digits::new(src.rule as u64).as_str(), "]"], |p| {
+                src.cfg.origin.line_of(p)
+            }),
         }),
     })
 }
@@ -574,16 +681,17 @@ fn l4_clusters(
         if !single && weight <= 0 {
             continue;
         }
+        let target = Target::new(dest, ns, env);
         check_destination(
-            dest,
+            &target,
             ns,
             env,
             object,
-            cfg.origin_at(&format!("{path}.route[{j}].destination")),
+            || cfg.origin_at(&format!("{path}.route[{j}].destination")),
             false,
             messages,
         );
-        let cluster = destination_cluster(dest, ns, env);
+        let cluster = target.cluster(env);
         out.push(if single {
             single_cluster(cluster)
         } else {
@@ -607,41 +715,48 @@ pub fn check_references(vs: &ResolvedVs, env: &RouteEnv<'_>, messages: &mut Mess
     for (i, rule) in vs.http.iter().enumerate() {
         let src = vs.rule_source(i);
         for (mirror, _, path) in mirror_targets(rule) {
-            check_destination(mirror, ns, env, &src.object, src.origin_at(&path), true, messages);
+            let target = Target::new(mirror, ns, env);
+            check_destination(&target, ns, env, &src.object, || src.origin_at(&path), true, messages);
         }
         let dests: Vec<(usize, &weir_api::types::HttpRouteDestination)> =
             rule.route.iter().enumerate().filter(|(_, d)| d.destination.is_some()).collect();
         let single = dests.len() == 1;
         for (j, d) in dests {
             if let Some(dest) = d.destination.as_ref().filter(|_| single || d.weight > 0) {
-                let origin = src.origin_at(&format!(".route[{j}].destination"));
-                check_destination(dest, ns, env, &src.object, origin, false, messages);
+                let origin = || src.origin_at(&format!(".route[{j}].destination"));
+                check_destination(&Target::new(dest, ns, env), ns, env, &src.object, origin, false, messages);
             }
         }
     }
-    let l4 = vs.cfg.spec.tcp.iter().map(|r| &r.route).zip(std::iter::repeat("tcp")).chain(
-        vs.cfg.spec.tls.iter().map(|r| &r.route).zip(std::iter::repeat("tls")),
-    );
+    let l4 = vs
+        .cfg
+        .spec
+        .tcp
+        .iter()
+        .map(|r| &r.route)
+        .zip(std::iter::repeat("tcp"))
+        .chain(vs.cfg.spec.tls.iter().map(|r| &r.route).zip(std::iter::repeat("tls")));
     let mut index = std::collections::HashMap::new();
     for (route, section) in l4 {
         let i = index.entry(section).or_insert(0usize);
         let single = route.iter().filter(|d| d.destination.is_some()).count() == 1;
         for (j, d) in route.iter().enumerate() {
             if let Some(dest) = d.destination.as_ref().filter(|_| single || d.weight > 0) {
-                let origin = vs.cfg.origin_at(&format!("spec.{section}[{i}].route[{j}].destination"));
-                check_destination(dest, ns, env, &vs.object, origin, false, messages);
+                let origin = || vs.cfg.origin_at(&format!("spec.{section}[{i}].route[{j}].destination"));
+                check_destination(&Target::new(dest, ns, env), ns, env, &vs.object, origin, false, messages);
             }
         }
         *i += 1;
     }
 }
 
-/// The registry service a destination host refers to, for messages: the
+/// The registry service a destination refers to, for messages: the
 /// exact host, else a wildcard service covering it (as `istioctl analyze` looks up).
-fn service_for_host<'a>(host: &str, env: &RouteEnv<'a>) -> Option<&'a Service> {
-    if let Some(s) = env.registry.lookup(host, &env.node.namespace) {
+fn service_for_host<'a>(target: &Target<'_, 'a>, env: &RouteEnv<'a>) -> Option<&'a Service> {
+    if let Some(s) = target.service {
         return Some(s);
     }
+    let host = &*target.host;
     let bare = host.strip_prefix('*').unwrap_or(host);
     env.registry
         .visible_from(&env.node.namespace)
@@ -650,26 +765,28 @@ fn service_for_host<'a>(host: &str, env: &RouteEnv<'a>) -> Option<&'a Service> {
 }
 
 /// IST0101/IST0112 for a destination: unknown host, ambiguous or unknown port, undefined subset.
-fn check_destination(
-    dest: &Destination,
+/// `origin` (the field's `file:line`) is only computed for a message.
+fn check_destination<'a>(
+    target: &Target<'_, 'a>,
     ns: &str,
-    env: &RouteEnv<'_>,
+    env: &RouteEnv<'a>,
     object: &Str,
-    origin: Str,
+    origin: impl Fn() -> Str,
     mirror: bool,
     messages: &mut Messages,
 ) {
+    let dest = target.dest;
     if dest.host.is_empty() {
         return;
     }
-    let host = crate::host::resolve_short_name(&dest.host, ns, &env.node.cluster_domain);
-    let svc = service_for_host(&host, env);
+    let host = &*target.host;
+    let svc = service_for_host(target, env);
     let what = if mirror { "mirror host" } else { "host" };
     match svc {
         None => messages.error(
             code::REFERENCED_RESOURCE_NOT_FOUND,
             object.clone(),
-            Some(origin.clone()),
+            Some(origin()),
             format!("Referenced {what} not found: {:?}", dest.host),
         ),
         Some(svc) => match dest.port.as_ref().map(|p| p.number) {
@@ -678,7 +795,7 @@ fn check_destination(
                 messages.error(
                     code::VS_DESTINATION_PORT_SELECTOR_REQUIRED,
                     object.clone(),
-                    Some(origin.clone()),
+                    Some(origin()),
                     format!(
                         "This VirtualService routes to a service {:?} that exposes multiple ports [{}]. \
                          Specifying a port in the destination is required to disambiguate.",
@@ -690,22 +807,25 @@ fn check_destination(
             Some(p) if !svc.ports.iter().any(|sp| u32::from(sp.port) == p) => messages.error(
                 code::REFERENCED_RESOURCE_NOT_FOUND,
                 object.clone(),
-                Some(origin.clone()),
+                Some(origin()),
                 format!("Referenced host:port not found: {:?}", format!("{}:{p}", dest.host)),
             ),
             _ => {}
         },
     }
     if !dest.subset.is_empty() {
-        let svc_ns = svc.map_or(ns, |s| &*s.namespace);
-        let defined = !env.drs.rules.is_empty()
-            && env.drs.lookup(&env.node.namespace, svc_ns, &host).is_some_and(|dr| dr.subset(&dest.subset).is_some());
+        let dr = || match (target.service, svc) {
+            // The host is a wildcard service's: look in that service's namespace.
+            (None, Some(s)) => env.drs.lookup(&env.node.namespace, &s.namespace, host),
+            _ => target.dr(ns, env),
+        };
+        let defined = !env.drs.rules.is_empty() && dr().is_some_and(|dr| dr.subset(&dest.subset).is_some());
         if !defined {
             let what = if mirror { "mirror+subset" } else { "host+subset" };
             messages.error(
                 code::REFERENCED_RESOURCE_NOT_FOUND,
                 object.clone(),
-                Some(origin),
+                Some(origin()),
                 format!(
                     "Referenced {what} in destinationrule not found: {:?}",
                     format!("{}+{}", dest.host, dest.subset)
@@ -718,13 +838,12 @@ fn check_destination(
 /// Istio `HashForHTTPDestination`: whether the DestinationRule that applies
 /// load-balances this destination by consistent hash (then retries may go
 /// back to the same host).
-fn uses_consistent_hash(dest: &Destination, ns: &str, env: &RouteEnv<'_>) -> bool {
+fn uses_consistent_hash<'a>(target: &Target<'_, 'a>, ns: &str, env: &RouteEnv<'a>) -> bool {
     if env.drs.rules.is_empty() {
         return false;
     }
-    let host = crate::host::resolve_short_name(&dest.host, ns, &env.node.cluster_domain);
-    let svc_ns = env.registry.lookup(&host, &env.node.namespace).map_or(ns, |s| &*s.namespace);
-    let Some(dr) = env.drs.lookup(&env.node.namespace, svc_ns, &host) else { return false };
+    let dest = target.dest;
+    let Some(dr) = target.dr(ns, env) else { return false };
     let port = dest.port.as_ref().map(|p| p.number);
     let has_hash = |tp: Option<&weir_api::types::TrafficPolicy>| {
         tp.is_some_and(|tp| {
@@ -742,19 +861,19 @@ fn uses_consistent_hash(dest: &Destination, ns: &str, env: &RouteEnv<'_>) -> boo
 }
 
 /// `TranslateRouteMatch`.
-fn translate_match(m: &HttpMatchRequest) -> RouteMatch {
-    let mut headers: Vec<HeaderMatch> = Vec::new();
+fn translate_match(m: &HttpMatchRequest, strings: &RouteStrings) -> RouteMatch {
+    let pseudo = [(":method", &m.method), (":authority", &m.authority), (":scheme", &m.scheme)];
+    // Exact capacity: the snapshot keeps these.
+    let mut headers: Vec<HeaderMatch> = Vec::with_capacity(
+        m.headers.len() + m.without_headers.len() + pseudo.iter().filter(|(_, sm)| sm.is_some()).count(),
+    );
     for (name, sm) in &m.headers {
-        headers.push(HeaderMatch {
-            name: name.to_ascii_lowercase().into(),
-            matcher: header_matcher(sm),
-            invert: false,
-        });
+        headers.push(HeaderMatch { name: lower_str(name), matcher: header_matcher(sm), invert: false });
     }
     for (name, sm) in &m.without_headers {
-        headers.push(HeaderMatch { name: name.to_ascii_lowercase().into(), matcher: header_matcher(sm), invert: true });
+        headers.push(HeaderMatch { name: lower_str(name), matcher: header_matcher(sm), invert: true });
     }
-    for (name, sm) in [(":method", &m.method), (":authority", &m.authority), (":scheme", &m.scheme)] {
+    for (name, sm) in pseudo {
         if let Some(sm) = sm {
             headers.push(HeaderMatch { name: name.into(), matcher: header_matcher(sm), invert: false });
         }
@@ -764,7 +883,7 @@ fn translate_match(m: &HttpMatchRequest) -> RouteMatch {
         Some(StringMatcher::Exact(p)) => PathMatch::Exact(p),
         Some(StringMatcher::Prefix(p)) => PathMatch::Prefix(p),
         Some(StringMatcher::Regex(p)) => PathMatch::Regex(p),
-        Some(StringMatcher::Present) | None => PathMatch::Prefix("/".into()),
+        Some(StringMatcher::Present) | None => PathMatch::Prefix(strings.root_prefix()),
     };
     RouteMatch {
         path: Some(path),

@@ -2,12 +2,12 @@
 //! which services, VirtualServices and DestinationRules the node imports,
 //! its egress listeners, and its outbound traffic policy.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use weir_api::protocol::Protocol;
 use weir_api::types::{IstioEgressListener, OutboundMode as SidecarOutboundMode, Sidecar};
 
+use crate::fast_hash::FastMap;
 use crate::host;
 use crate::mesh::{MeshConfig, OutboundMode};
 use crate::message::{Messages, code};
@@ -278,7 +278,8 @@ impl SidecarScope {
             .filter(|s| s.visibility != Visibility::Public && s.visibility.visible_to(&s.namespace, namespace));
         let public = registry.services.iter().filter(|s| s.visibility == Visibility::Public);
         let imported: Vec<&Arc<Service>> = exported.chain(public).filter(|s| self.imports_service(s)).collect();
-        let mut chosen: BTreeMap<&str, &str> = BTreeMap::new();
+        // Hostname -> the namespace whose services are kept (looked up only, never iterated).
+        let mut chosen: FastMap<&str, &str> = crate::fast_hash::map_with_capacity(imported.len());
         for s in &imported {
             let entry = chosen.entry(&*s.hostname).or_insert(&*s.namespace);
             if &*s.namespace == namespace {
@@ -354,6 +355,8 @@ fn report_multiple_without_selector(in_namespace: &[&Arc<Cfg<Sidecar>>], namespa
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::message::Message;
     use crate::node::Role;
@@ -684,18 +687,16 @@ mod tests {
         let mk = |ns: &str, host: &str, vis: Visibility, origin: &str| {
             Arc::new(Service { visibility: vis, origin: origin.into(), ..service(ns, host, &[80]) })
         };
-        let registry = Registry {
-            services: vec![
-                mk("other", "dup.com", Visibility::Public, "1"),
-                mk("app", "dup.com", Visibility::Public, "2"),
-                mk("app", "dup.com", Visibility::Public, "3"),
-                mk("x", "x.com", Visibility::Public, "4"),
-                mk("y", "x.com", Visibility::Namespaces(vec!["app".into()]), "5"),
-                mk("z", "private.com", Visibility::Namespaces(vec![]), "6"),
-                mk("z", "hidden.com", Visibility::None, "7"),
-                mk("excluded", "e.com", Visibility::Public, "8"),
-            ],
-        };
+        let registry = Registry::new(vec![
+            mk("other", "dup.com", Visibility::Public, "1"),
+            mk("app", "dup.com", Visibility::Public, "2"),
+            mk("app", "dup.com", Visibility::Public, "3"),
+            mk("x", "x.com", Visibility::Public, "4"),
+            mk("y", "x.com", Visibility::Namespaces(vec!["app".into()]), "5"),
+            mk("z", "private.com", Visibility::Namespaces(vec![]), "6"),
+            mk("z", "hidden.com", Visibility::None, "7"),
+            mk("excluded", "e.com", Visibility::Public, "8"),
+        ]);
         let s = scope(vec![listener(None, None, &["*/*", "~excluded/*"], "app")]);
         let picked: Vec<&str> = s.services(&registry, "app").iter().map(|s| &*s.origin).collect();
         // Exported-to-namespace first; own namespace wins; otherwise the first seen.

@@ -42,11 +42,47 @@ pub struct ResolvedVs {
     /// Match `gateways` are resolved to `mesh`/`ns/name`; destination hosts of
     /// rules taken from a delegate are resolved in the delegate's namespace,
     /// the root's own are resolved when routes are built.
-    pub http: Vec<HttpRoute>,
+    pub http: HttpRules,
     pub visibility: Visibility,
     /// Where each entry of `http` was written (same length as `http`). A
-    /// shorter list (hand-built values) means "rule `i` of `cfg`".
+    /// shorter list (empty when every rule is the VirtualService's own, or
+    /// hand-built values) means "rule `i` of `cfg`".
     pub rule_sources: Vec<RuleSource>,
+}
+
+/// The HTTP rules of a [`ResolvedVs`], as a slice of `HttpRoute`. Most
+/// VirtualServices need no rewriting (no delegates, no match gateways to
+/// resolve): their rules are read from `cfg` instead of being copied, which
+/// would cost a deep clone of every rule in each compile.
+#[derive(Clone, Debug)]
+pub enum HttpRules {
+    /// `spec.http` of this VirtualService, as written.
+    Spec(Arc<Cfg<VirtualService>>),
+    /// Rewritten rules.
+    Owned(Vec<HttpRoute>),
+}
+
+impl std::ops::Deref for HttpRules {
+    type Target = [HttpRoute];
+
+    fn deref(&self) -> &[HttpRoute] {
+        match self {
+            HttpRules::Spec(cfg) => &cfg.spec.http,
+            HttpRules::Owned(rules) => rules,
+        }
+    }
+}
+
+impl PartialEq for HttpRules {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl From<Vec<HttpRoute>> for HttpRules {
+    fn from(rules: Vec<HttpRoute>) -> Self {
+        HttpRules::Owned(rules)
+    }
 }
 
 /// The object and rule an HTTP rule of a [`ResolvedVs`] came from: the root
@@ -72,12 +108,8 @@ impl ResolvedVs {
     /// written, match gateways resolved). Used by [`VsIndex::build`] and tests.
     pub fn new(cfg: Arc<Cfg<VirtualService>>, mesh: &MeshConfig, node: &Node) -> ResolvedVs {
         let ns = &*cfg.namespace;
-        let hosts = cfg
-            .spec
-            .hosts
-            .iter()
-            .map(|h| crate::host::resolve_short_name(&h.to_ascii_lowercase(), ns, &node.cluster_domain))
-            .collect();
+        let hosts =
+            cfg.spec.hosts.iter().map(|h| crate::host::resolve_short_name(h, ns, &node.cluster_domain)).collect();
         let gateways = if cfg.spec.gateways.is_empty() {
             vec![Str::from(MESH_GATEWAY)]
         } else {
@@ -86,13 +118,19 @@ impl ResolvedVs {
             g
         };
         let visibility = Visibility::from_export_to(&cfg.spec.export_to, ns, &mesh.default_virtual_service_export_to);
-        let mut http = cfg.spec.http.clone();
-        for rule in &mut http {
-            resolve_match_gateways(rule, ns);
-        }
+        let resolved = |g: &String| *resolve_gateway_name(g, ns) == **g;
+        let http = if cfg.spec.http.iter().flat_map(|r| &r.matches).flat_map(|m| &m.gateways).all(resolved) {
+            HttpRules::Spec(cfg.clone())
+        } else {
+            let mut http = cfg.spec.http.clone();
+            for rule in &mut http {
+                resolve_match_gateways(rule, ns);
+            }
+            HttpRules::Owned(http)
+        };
         let object = vs_object(&cfg);
-        let rule_sources =
-            (0..http.len()).map(|rule| RuleSource { cfg: cfg.clone(), object: object.clone(), rule }).collect();
+        // Every rule is this VirtualService's own: `rule_source` derives them.
+        let rule_sources = Vec::new();
         ResolvedVs { object, hosts, gateways, http, visibility, rule_sources, cfg }
     }
 
@@ -146,7 +184,7 @@ impl VsIndex {
             let mut vs = ResolvedVs::new(cfg.clone(), mesh, node);
             if vs.http.iter().any(|r| r.delegate.is_some()) {
                 let (http, sources) = merge_delegates(&vs, &delegates, messages);
-                vs.http = http;
+                vs.http = HttpRules::Owned(http);
                 vs.rule_sources = sources;
             }
             all.push(Arc::new(vs));
@@ -186,7 +224,7 @@ impl VsIndex {
 
 /// `VirtualService ns/name`.
 fn vs_object(cfg: &Cfg<VirtualService>) -> Str {
-    format!("VirtualService {}/{}", cfg.namespace, cfg.name).into()
+    crate::str_util::concat_str(&["VirtualService ", &cfg.namespace, "/", &cfg.name])
 }
 
 fn dedup_keep_order(v: &mut Vec<Str>) {

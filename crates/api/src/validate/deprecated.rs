@@ -18,16 +18,18 @@ fn virtual_service(vs: &VirtualService, p: &P, r: &mut Report) {
     for (i, h) in vs.http.iter().enumerate() {
         let hp = p.f("http").i(i);
         if let Some(delay) = h.fault.as_ref().and_then(|f| f.delay.as_ref())
-            && delay.percent != 0 {
-                r.warn(
-                    &hp.f("fault").f("delay").f("percent"),
-                    "fault.delay.percent is deprecated; use fault.delay.percentage",
-                );
-            }
+            && delay.percent != 0
+        {
+            r.warn(
+                &hp.f("fault").f("delay").f("percent"),
+                "fault.delay.percent is deprecated; use fault.delay.percentage",
+            );
+        }
         if let Some(c) = &h.cors_policy
-            && !c.allow_origin.is_empty() {
-                r.warn(&hp.f("corsPolicy").f("allowOrigin"), "corsPolicy.allowOrigin is deprecated; use allowOrigins");
-            }
+            && !c.allow_origin.is_empty()
+        {
+            r.warn(&hp.f("corsPolicy").f("allowOrigin"), "corsPolicy.allowOrigin is deprecated; use allowOrigins");
+        }
     }
 }
 
