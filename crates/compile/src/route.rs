@@ -415,34 +415,17 @@ pub fn parse_retry_on(retry_on: &str) -> (Vec<Str>, Vec<u16>) {
     let mut on = Vec::new();
     let mut codes = Vec::new();
     for part in retry_on.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        match part.parse::<i64>().ok().and_then(|c| u16::try_from(c).ok()).filter(|c| is_known_http_status(*c)) {
+        match part
+            .parse::<i64>()
+            .ok()
+            .and_then(|c| u16::try_from(c).ok())
+            .filter(|c| weir_api::validate::is_known_http_status(i64::from(*c)))
+        {
             Some(c) => codes.push(c),
             None => on.push(Str::from(part)),
         }
     }
     (on, codes)
-}
-
-/// Whether Go's `http.StatusText` knows `code`.
-fn is_known_http_status(code: u16) -> bool {
-    matches!(
-        code,
-        100..=103
-            | 200..=208
-            | 226
-            | 300..=305
-            | 307
-            | 308
-            | 400..=418
-            | 421..=426
-            | 428
-            | 429
-            | 431
-            | 451
-            | 500..=508
-            | 510
-            | 511
-    )
 }
 
 // ---------------------------------------------------------------------------

@@ -14,6 +14,8 @@ mod schema;
 mod service_entry;
 mod sidecar;
 mod virtual_service;
+
+pub use virtual_service::is_known_http_status;
 mod workload_entry;
 
 use std::fmt;

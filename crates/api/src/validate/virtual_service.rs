@@ -851,8 +851,9 @@ const RETRY_ON_POLICIES: &[&str] = &[
     "unavailable",
 ];
 
-/// Status codes Go's `net/http.StatusText` knows.
-fn is_known_http_status(code: i64) -> bool {
+/// Status codes Go's `net/http.StatusText` knows: the codes Istio accepts in
+/// `retryOn` (shared with the compiler, which turns them into retriable codes).
+pub fn is_known_http_status(code: i64) -> bool {
     matches!(
         code,
         100..=103
