@@ -74,6 +74,27 @@ impl Replay {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A body that went upstream by other means, kept only for its size (`bytes`): what a
+    /// client sent through an upgraded (WebSocket) connection.
+    pub(crate) fn forwarded(bytes: u64) -> Arc<Replay> {
+        Arc::new(Replay {
+            state: Mutex::new(ReplayState {
+                source: None,
+                chunks: Vec::new(),
+                seq: 0,
+                recording: false,
+                kept: 0,
+                bytes,
+                trailers: None,
+                ended: true,
+                failed: false,
+                waiters: Vec::new(),
+            }),
+            limit: 0,
+            content_length: Some(bytes),
+        })
+    }
+
     /// A reader from the first byte.
     pub fn reader(self: &Arc<Replay>) -> ReqBody {
         ReqBody::Replay(ReplayReader { shared: self.clone(), next: 0, sent: 0, trailers_sent: false })

@@ -27,6 +27,7 @@ pub mod runtime;
 pub mod server;
 mod tcp;
 pub mod upstream;
+mod websocket;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

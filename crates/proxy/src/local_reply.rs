@@ -172,6 +172,46 @@ impl LocalReply {
         }
         resp
     }
+
+    /// The reply to a gRPC request, as Envoy's `sendLocalReply` makes it: trailers-only (HTTP
+    /// 200, `grpc-status` mapped from the HTTP status, the body as `grpc-message`), so gRPC
+    /// clients see a gRPC status rather than a body they would try to decode as messages.
+    pub fn into_grpc_response(self, reason: bool) -> Response<RespBody> {
+        let mut resp = Response::new(RespBody::empty());
+        let h = resp.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert("grpc-status", HeaderValue::from_static(grpc_status_for_http(self.status.as_u16())));
+        if !self.body.is_empty() {
+            let mut msg = String::with_capacity(self.body.len());
+            for &b in self.body.iter() {
+                if (0x20..0x7f).contains(&b) && b != b'%' {
+                    msg.push(char::from(b));
+                } else {
+                    msg.push_str(&format!("%{b:02X}"));
+                }
+            }
+            if let Ok(v) = HeaderValue::from_str(&msg) {
+                h.insert("grpc-message", v);
+            }
+        }
+        if reason {
+            h.insert(REASON_HEADER, reason_value(&self.flags.to_string(), &self.subject));
+        }
+        resp
+    }
+}
+
+/// The gRPC status for an HTTP status without one (Envoy's `httpToGrpcStatus`, after the gRPC
+/// spec's HTTP to gRPC status mapping).
+pub fn grpc_status_for_http(status: u16) -> &'static str {
+    match status {
+        400 => "13",
+        401 => "16",
+        403 => "7",
+        404 => "12",
+        429 | 502 | 503 | 504 => "14",
+        _ => "2",
+    }
 }
 
 /// `<flags> <subject>` as a header value (non-visible characters replaced).
@@ -221,5 +261,21 @@ mod tests {
         let r = LocalReply::no_route("x").into_response(false);
         assert!(r.headers().get(REASON_HEADER).is_none());
         assert!(r.headers().get(CONTENT_TYPE).is_none());
+    }
+
+    #[test]
+    fn grpc_local_replies_are_trailers_only() {
+        let r = LocalReply::timeout("c", Flags::NONE).into_grpc_response(true);
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/grpc");
+        assert_eq!(r.headers()["grpc-status"], "14");
+        assert_eq!(r.headers()["grpc-message"], REQUEST_TIMEOUT);
+        assert_eq!(r.headers()[REASON_HEADER], "UT c");
+        assert!(hyper::body::Body::is_end_stream(r.body()));
+        let r = LocalReply::no_route("x").into_grpc_response(false);
+        assert_eq!(r.headers()["grpc-status"], "12");
+        assert!(r.headers().get("grpc-message").is_none());
+        let r = LocalReply { body: Bytes::from_static("50% \u{e9}".as_bytes()), ..LocalReply::no_route("x") };
+        assert_eq!(r.into_grpc_response(false).headers()["grpc-message"], "50%25 %C3%A9");
     }
 }

@@ -94,7 +94,7 @@ impl Exchange {
             response_code: x.status,
             response_flags: &flags_text,
             request_protocol: if x.grpc { "grpc" } else { "http" },
-            grpc_response_status: grpc_status.and_then(|v| v.to_str().ok()).unwrap_or(""),
+            grpc_response_status: grpc_label(x.grpc, grpc_status, x.status),
             duration,
             request_bytes,
             response_bytes: bytes,
@@ -128,6 +128,18 @@ impl Exchange {
             route_name: x.route_name.as_ref().map(|r| r.to_string()).unwrap_or_default(),
         });
     }
+}
+
+/// Istio's `grpc_response_status`: empty unless the request is gRPC; then `grpc-status` from the
+/// trailers, else the headers, else inferred from the HTTP status (Envoy's `getGrpcStatus`).
+fn grpc_label(grpc: bool, grpc_status: Option<&HeaderValue>, status: u16) -> &str {
+    if !grpc {
+        return "";
+    }
+    if let Some(s) = grpc_status.and_then(|v| v.to_str().ok()) {
+        return s;
+    }
+    if status == 0 { "" } else { crate::local_reply::grpc_status_for_http(status) }
 }
 
 /// `HTTP/1.1`, `HTTP/2`, as Envoy's `%PROTOCOL%`.

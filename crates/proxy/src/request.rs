@@ -5,6 +5,8 @@
 //!
 //! A request loads the current runtime once and keeps it: a reload during the
 //! request does not change its route or cluster.
+//!
+//! WebSocket upgrades take the same path; `websocket` describes what differs.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -31,6 +33,7 @@ use crate::record::{Exchange, protocol_name};
 use crate::router::{Action, CompiledRoute, Destination, ReqView, Table, location_value, split_host_port};
 use crate::runtime::Runtime;
 use crate::upstream::{ActiveGuard, ClusterState, EndpointState};
+use crate::websocket;
 
 const ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
 const ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
@@ -63,6 +66,9 @@ pub(crate) struct Conn {
     pub reason: bool,
     /// The route table of the last runtime this connection used: `runtime id << 24 | table index + 1`.
     pub table_cache: AtomicU64,
+    /// Counts the connection as open and keeps a drain waiting until the last user (hyper's
+    /// connection or a WebSocket tunnel) drops this `Conn`.
+    pub lifetime: crate::server::Lifetime,
 }
 
 /// The hyper service entry point.
@@ -87,6 +93,7 @@ fn authority_of(parts: &http::request::Parts) -> HeaderValue {
 
 async fn serve(conn: Arc<Conn>, rt: &Runtime, req: Request<Incoming>) -> Response<RespBody> {
     let (mut parts, body) = req.into_parts();
+    let upgrade = websocket::take_upgrade(&mut parts);
     let authority = authority_of(&parts);
     let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     let grpc = parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
@@ -126,7 +133,7 @@ async fn serve(conn: Arc<Conn>, rt: &Runtime, req: Request<Incoming>) -> Respons
         active: None,
         written: false,
     });
-    let p = Pipeline { conn: &conn, x, parts, authority, path };
+    let p = Pipeline { conn: &conn, x, parts, authority, path, upgrade };
     p.route(rt, body).await
 }
 
@@ -147,6 +154,8 @@ struct Pipeline<'c> {
     parts: http::request::Parts,
     authority: HeaderValue,
     path: PathAndQuery,
+    /// Set for a WebSocket upgrade request (HTTP/1.1 `Connection: upgrade`, `Upgrade: websocket`).
+    upgrade: Option<websocket::Upgrade>,
 }
 
 /// How an upstream exchange ended without a usable response.
@@ -160,7 +169,11 @@ impl Pipeline<'_> {
     fn local(mut self, reply: LocalReply) -> Response<RespBody> {
         self.x.flags.insert(reply.flags);
         self.x.status = reply.status.as_u16();
-        let resp = reply.into_response(self.conn.reason);
+        let resp = if self.x.grpc {
+            reply.into_grpc_response(self.conn.reason)
+        } else {
+            reply.into_response(self.conn.reason)
+        };
         self.respond(resp)
     }
 
@@ -352,11 +365,13 @@ impl Pipeline<'_> {
         };
         self.x.cluster = Some(cluster.clone());
         let downstream_h2 = self.parts.version == Version::HTTP_2;
-        let http2 = match cluster.protocol {
-            UpstreamProtocol::Http2 => true,
-            UpstreamProtocol::Auto => downstream_h2,
-            UpstreamProtocol::Http1 | UpstreamProtocol::Tcp => false,
-        };
+        // Upgrades go upstream over HTTP/1.1 whatever the cluster's protocol (no extended CONNECT).
+        let http2 = self.upgrade.is_none()
+            && match cluster.protocol {
+                UpstreamProtocol::Http2 => true,
+                UpstreamProtocol::Auto => downstream_h2,
+                UpstreamProtocol::Http1 | UpstreamProtocol::Tcp => false,
+            };
         if !cluster.original_dst && cluster.endpoints.is_empty() {
             return self.local(LocalReply::no_healthy_upstream(&cluster.name));
         }
@@ -436,6 +451,9 @@ impl Pipeline<'_> {
             self.parts.headers = h;
         }
         headers::strip_hop_by_hop(&mut self.parts.headers, http2);
+        if let Some(up) = &self.upgrade {
+            websocket::set_upgrade_headers(&mut self.parts.headers, up.protocol.clone());
+        }
         // `Expect: 100-continue` was answered downstream (hyper sends 100 when the body is read).
         self.parts.headers.remove(header::EXPECT);
         if http2 {
@@ -458,7 +476,9 @@ impl Pipeline<'_> {
         let authority = Authority::from_maybe_shared(Bytes::copy_from_slice(upstream_authority.as_bytes())).ok();
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
 
-        for (name, mirror_cluster, pct) in &route.mirrors {
+        // Upgrade requests are not mirrored (a mirror could not take part in the tunnel).
+        let mirrors = if self.upgrade.is_some() { &[][..] } else { &route.mirrors[..] };
+        for (name, mirror_cluster, pct) in mirrors {
             if let Some(mc) = mirror_cluster
                 && fault::hit(*pct)
             {
@@ -485,9 +505,25 @@ impl Pipeline<'_> {
         self.x.active = Some(guard);
         match outcome {
             Outcome::Reply(r) => self.local(r),
-            Outcome::Response(resp, endpoint, service_time) => {
+            Outcome::Response(mut resp, endpoint, service_time) => {
+                let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+                let tunnel = match self.upgrade.take() {
+                    Some(up) if switching => {
+                        let protocol = resp.headers().get(header::UPGRADE).cloned().unwrap_or(up.protocol);
+                        Some((up.downstream, hyper::upgrade::on(&mut resp), protocol))
+                    }
+                    _ => None,
+                };
+                if switching && tunnel.is_none() {
+                    // 101 to a request that did not ask for it: a protocol error, not relayed.
+                    tracing::debug!(cluster = %cluster.name, "upstream switched protocols unasked; resetting");
+                    return self.local(LocalReply::connection_termination(&cluster.name, Flags::UC));
+                }
                 let (mut rparts, rbody) = resp.into_parts();
                 headers::strip_hop_by_hop(&mut rparts.headers, false);
+                if let Some((_, _, protocol)) = &tunnel {
+                    websocket::set_upgrade_headers(&mut rparts.headers, protocol.clone());
+                }
                 rparts.version = self.parts.version;
                 let ms = u64::try_from(service_time.as_millis()).unwrap_or(u64::MAX);
                 rparts.headers.insert(SERVICE_TIME, HeaderValue::from(ms));
@@ -504,6 +540,12 @@ impl Pipeline<'_> {
                 }
                 self.x.upstream_host = endpoint.map(|e| e.host.clone());
                 self.x.upstream_time = Some(service_time);
+                if let Some((downstream, upstream, _)) = tunnel {
+                    // The route deadline ends here: it covered the wait for the 101, not the tunnel.
+                    self.x.status = StatusCode::SWITCHING_PROTOCOLS.as_u16();
+                    tokio::spawn(websocket::splice(self.x, downstream, upstream));
+                    return Response::from_parts(rparts, RespBody::empty());
+                }
                 let mut body = RespBody::upstream(rbody);
                 if let Some(d) = deadline {
                     body.set_deadline(d);

@@ -5,10 +5,14 @@
 //! Phase `accept`: a connection picks the first filter chain of its listener
 //! that fits (destination address; TLS or plain, by peeking at the first byte
 //! only when the listener has chains that tell them apart). HTTP chains are
-//! served by hyper-util's auto builder (HTTP/1.1, and HTTP/2 with prior
-//! knowledge); TCP chains are proxied (`tcp`). Not supported yet, each
-//! logged once per listener and answered with a reset: TLS (termination and
-//! SNI passthrough), AUTO_PASSTHROUGH, and TCP to `PassthroughCluster`.
+//! served by hyper-util's auto builder (HTTP/1.1 with upgrades, for
+//! WebSocket (`websocket`), and HTTP/2 with prior knowledge); TCP chains are
+//! proxied (`tcp`). Not supported yet, each logged once per listener and
+//! answered with a reset: TLS (termination and SNI passthrough),
+//! AUTO_PASSTHROUGH, and TCP to `PassthroughCluster`.
+//!
+//! Every accepted connection counts in `weir_active_connections` until it
+//! closes (an upgraded one until its tunnel closes).
 //!
 //! Reloads: listeners are keyed by socket address. After a change, new
 //! addresses are bound, vanished ones stop accepting and drain, and kept ones
@@ -261,13 +265,13 @@ async fn accept_loop(
             r = socket.accept() => match r {
                 Ok((sock, peer)) => {
                     let key = key.borrow().clone();
-                    let watcher = graceful.watcher();
+                    let watchers = (graceful.watcher(), graceful.watcher());
                     tokio::spawn(connection(
                         state.clone(),
                         sock,
                         peer,
                         key,
-                        watcher,
+                        watchers,
                         hard_rx.clone(),
                         builder.clone(),
                         warned.clone(),
@@ -295,14 +299,15 @@ async fn connection(
     sock: TcpStream,
     peer: SocketAddr,
     key: Key,
-    watcher: Watcher,
+    (watcher, tunnel_watcher): (Watcher, Watcher),
     mut hard: watch::Receiver<bool>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     warned: Arc<Warned>,
 ) {
+    // Counted from the accept on, whatever happens next (the guard decrements on every return).
+    let open = OpenConnection::new(&state);
     let _ = sock.set_nodelay(true);
     let Ok(local) = sock.local_addr() else { return };
-    let _open = OpenConnection::new(&state);
     let (target, role) = match key {
         Key::Proxy => (ConnTarget::Proxy, ListenerRole::SidecarOutbound),
         Key::Listener { scope, name } => {
@@ -350,9 +355,12 @@ async fn connection(
         ListenerRole::Gateway => state.options.reason_header_gateway,
         ListenerRole::SidecarOutbound => state.options.reason_header_sidecar,
     };
-    let conn = Arc::new(Conn { state, target, role, peer, local, reason, table_cache: AtomicU64::new(0) });
+    // The connection's count and drain watch move into `Conn`: an upgraded (WebSocket) connection
+    // outlives hyper's connection future, and its tunnel holds `Conn` until it closes.
+    let lifetime = Lifetime { _open: open, _drain: tunnel_watcher, hard: hard.clone() };
+    let conn = Arc::new(Conn { state, target, role, peer, local, reason, table_cache: AtomicU64::new(0), lifetime });
     let service = hyper::service::service_fn(move |req| crate::request::handle(conn.clone(), req));
-    let serving = watcher.watch(builder.serve_connection(TokioIo::new(sock), service).into_owned());
+    let serving = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(sock), service).into_owned());
     tokio::select! {
         r = serving => {
             if let Err(e) = r {
@@ -361,6 +369,16 @@ async fn connection(
         }
         _ = hard.changed() => {}
     }
+}
+
+/// What keeps a downstream HTTP connection counted (`weir_active_connections`) and waited for
+/// by a drain, for as long as anything uses it: hyper's connection, or a WebSocket tunnel that
+/// continues after hyper handed the socket over.
+pub(crate) struct Lifetime {
+    _open: OpenConnection,
+    _drain: Watcher,
+    /// Turns true when the drain timeout passes: tunnels close then.
+    pub hard: watch::Receiver<bool>,
 }
 
 /// Counts a downstream connection in `weir_active_connections` while alive.
