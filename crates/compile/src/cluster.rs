@@ -357,10 +357,7 @@ mod tests {
     use crate::store::ConfigStore;
 
     fn store(yaml: &str) -> ConfigStore {
-        let loaded = weir_api::load_str(yaml, "t.yaml", &weir_api::LoadOptions::default());
-        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-        assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
-        ConfigStore::new(loaded.objects)
+        crate::store::from_yaml(yaml, "t.yaml")
     }
 
     fn dr(name: &str, ns: &str, host: &str, spec: &str) -> String {

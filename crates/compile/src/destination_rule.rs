@@ -459,10 +459,7 @@ mod tests {
     use crate::policy::LbAlgorithm;
 
     fn store(yaml: &str) -> ConfigStore {
-        let loaded = weir_api::load_str(yaml, "t.yaml", &weir_api::LoadOptions::default());
-        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-        assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
-        ConfigStore::new(loaded.objects)
+        crate::store::from_yaml(yaml, "t.yaml")
     }
 
     /// A DR document; `extra` is appended to the spec (YAML flow entries).

@@ -1028,36 +1028,12 @@ fn fault(f: &HttpFaultInjection) -> Option<Fault> {
     let abort = f.abort.as_ref().and_then(|a| {
         let status = match (a.http_status, &a.grpc_status) {
             (Some(s), _) => AbortStatus::Http(u16::try_from(s).ok()?),
-            (None, Some(g)) => AbortStatus::Grpc(grpc_status_code(g)?),
+            (None, Some(g)) => AbortStatus::Grpc(weir_api::validate::grpc_status_code(g)?),
             (None, None) => return None,
         };
         Some(FaultAbort { status, percentage: a.percentage.as_ref().map_or(0.0, percent) })
     });
     (delay.is_some() || abort.is_some()).then_some(Fault { delay, abort })
-}
-
-/// `grpc.SupportedGRPCStatus`.
-fn grpc_status_code(name: &str) -> Option<u32> {
-    const CODES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    CODES.iter().position(|c| *c == name).and_then(|i| u32::try_from(i).ok())
 }
 
 /// `TranslateCORSPolicy`: `allowOrigins` (else the deprecated exact `allowOrigin`),

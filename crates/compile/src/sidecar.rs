@@ -363,9 +363,7 @@ mod tests {
     use crate::registry::{Location, ServicePort};
 
     fn store(yaml: &str) -> ConfigStore {
-        let loaded = weir_api::load_str(yaml, "test.yaml", &weir_api::LoadOptions::default());
-        assert!(loaded.errors.is_empty() && loaded.problems.is_empty(), "{:?} {:?}", loaded.errors, loaded.problems);
-        ConfigStore::new(loaded.objects)
+        crate::store::from_yaml(yaml, "test.yaml")
     }
 
     fn sidecar(name: &str, ns: &str, created: &str, spec: &str) -> String {

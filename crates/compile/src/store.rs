@@ -86,3 +86,11 @@ impl ConfigStore {
         ConfigStore::new(loaded.objects.iter().filter(|o| !weir_api::validate(o).has_errors()).cloned())
     }
 }
+
+/// Test helper: a store from YAML that must load cleanly; `file` names it in origins.
+#[cfg(test)]
+pub(crate) fn from_yaml(yaml: &str, file: &str) -> ConfigStore {
+    let loaded = weir_api::load_str(yaml, file, &weir_api::LoadOptions::default());
+    assert!(loaded.errors.is_empty() && loaded.problems.is_empty(), "{:?} {:?}", loaded.errors, loaded.problems);
+    ConfigStore::new(loaded.objects)
+}

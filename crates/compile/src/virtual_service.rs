@@ -524,10 +524,7 @@ mod tests {
     use crate::message::Level;
 
     fn store(yaml: &str) -> ConfigStore {
-        let loaded = weir_api::load_str(yaml, "vs.yaml", &weir_api::LoadOptions::default());
-        assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
-        assert!(loaded.problems.is_empty(), "{:?}", loaded.problems);
-        ConfigStore::new(loaded.objects)
+        crate::store::from_yaml(yaml, "vs.yaml")
     }
 
     fn build(yaml: &str) -> (VsIndex, Vec<crate::message::Message>) {

@@ -15,7 +15,7 @@ mod service_entry;
 mod sidecar;
 mod virtual_service;
 
-pub use virtual_service::is_known_http_status;
+pub use virtual_service::{GRPC_STATUS, grpc_status_code, is_known_http_status};
 mod workload_entry;
 
 use std::fmt;

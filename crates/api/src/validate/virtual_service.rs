@@ -679,7 +679,8 @@ fn fault_injection(fault: Option<&HttpFaultInjection>, p: &P, r: &mut Report) {
     }
 }
 
-const GRPC_STATUS: &[&str] = &[
+/// gRPC status code names, indexed by code number (Istio's `grpc.SupportedGRPCStatus`).
+pub const GRPC_STATUS: &[&str] = &[
     "OK",
     "CANCELLED",
     "UNKNOWN",
@@ -698,6 +699,11 @@ const GRPC_STATUS: &[&str] = &[
     "DATA_LOSS",
     "UNAUTHENTICATED",
 ];
+
+/// The number of a gRPC status code name (`UNAVAILABLE` -> 14), as fault aborts use it.
+pub fn grpc_status_code(name: &str) -> Option<u32> {
+    GRPC_STATUS.iter().position(|c| *c == name).and_then(|i| u32::try_from(i).ok())
+}
 
 /// `validateHTTPFaultInjectionAbort`.
 fn fault_abort(a: &FaultAbort, p: &P, r: &mut Report) {
