@@ -12,6 +12,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod body;
+mod connect;
 pub mod demo;
 pub mod filters;
 pub mod headers;
@@ -26,6 +27,7 @@ pub mod run;
 pub mod runtime;
 pub mod server;
 mod tcp;
+pub mod tls;
 pub mod upstream;
 mod websocket;
 

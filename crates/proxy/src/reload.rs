@@ -41,6 +41,8 @@ pub struct Compiled {
     pub warnings: Vec<String>,
     /// Istio objects loaded.
     pub objects: usize,
+    /// Secrets and TLS files the snapshot needs, read now (not on the request path).
+    pub credentials: crate::tls::Credentials,
 }
 
 /// Loads `dir` (a directory, or a single file) for `node`: every file must
@@ -97,13 +99,15 @@ pub fn load(dir: &Path, node: &Node) -> Result<Compiled, Vec<String>> {
             return Err(vec![format!("{}: internal error: the compiler failed: {what}", dir.display())]);
         }
     };
+    let (credentials, tls_warnings) = crate::tls::Credentials::load(&loaded.others, &snapshot, &node.namespace, dir);
+    warnings.extend(tls_warnings);
     for m in messages.iter().chain(&snapshot.messages) {
         if m.level != Level::Info {
             let at = m.origin.as_deref().map(|o| format!("{o}: ")).unwrap_or_default();
             warnings.push(format!("{at}{m}"));
         }
     }
-    Ok(Compiled { snapshot, warnings, objects })
+    Ok(Compiled { snapshot, warnings, objects, credentials })
 }
 
 /// Cheap identity of a config directory's contents: one stamp per config
@@ -225,7 +229,7 @@ impl Reloader {
 
     /// One poll: loads when the directory changed and has settled.
     pub fn poll(&mut self) -> Outcome {
-        let now = fingerprint(&self.state.options.config_dir);
+        let now = self.fingerprint_now();
         if now == self.seen {
             self.pending = None;
             return Outcome::Unchanged;
@@ -245,9 +249,20 @@ impl Reloader {
 
     /// Loads now, changed or not (SIGHUP).
     pub fn reload(&mut self) -> Outcome {
-        let now = fingerprint(&self.state.options.config_dir);
+        let now = self.fingerprint_now();
         self.pending = None;
         self.reload_with(now)
+    }
+
+    /// The directory's fingerprint plus the TLS files the serving config names
+    /// (certificates may live outside the config directory).
+    fn fingerprint_now(&self) -> Fingerprint {
+        let mut fp = fingerprint(&self.state.options.config_dir);
+        for path in self.state.current.load().credentials.watched_files() {
+            let meta = std::fs::metadata(&path);
+            fp.0.push(stamp(&path, meta));
+        }
+        fp
     }
 
     fn reload_with(&mut self, fp: Fingerprint) -> Outcome {
@@ -266,7 +281,7 @@ impl Reloader {
 /// Publishes `compiled` as the next version (unless it equals the serving snapshot).
 pub fn apply(state: &State, compiled: Compiled) -> Outcome {
     let previous = state.current.load_full();
-    if *previous.snapshot == compiled.snapshot {
+    if *previous.snapshot == compiled.snapshot && *previous.credentials == compiled.credentials {
         tracing::info!(version = previous.version, "config reloaded: no change in the compiled snapshot");
         return Outcome::Same;
     }
@@ -276,7 +291,7 @@ pub fn apply(state: &State, compiled: Compiled) -> Outcome {
     let version = previous.version + 1;
     let listeners = compiled.snapshot.listeners.len();
     let clusters = compiled.snapshot.clusters.len();
-    let next = Runtime::new(compiled.snapshot, version, Some(&previous));
+    let next = Runtime::with_credentials(compiled.snapshot, version, Some(&previous), compiled.credentials);
     state.publish(next);
     {
         let mut status = state.status.lock().unwrap_or_else(|e| e.into_inner());

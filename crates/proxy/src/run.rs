@@ -76,7 +76,7 @@ pub fn run(options: Options) -> Result<(), RunError> {
         clusters = compiled.snapshot.clusters.len(),
         "config loaded (version 1)"
     );
-    let state = State::new(options, Runtime::new(compiled.snapshot, 1, None));
+    let state = State::new(options, Runtime::with_credentials(compiled.snapshot, 1, None, compiled.credentials));
     state.metrics.set_config_version(1);
 
     let admin = admin::spawn(state.clone())

@@ -21,6 +21,8 @@ use crate::upstream::ClusterState;
 pub struct Runtime {
     pub version: u64,
     pub snapshot: Arc<Snapshot>,
+    /// The Secrets and TLS files this runtime's listeners and clusters were built with.
+    pub credentials: Arc<crate::tls::Credentials>,
     /// Unique per built runtime in this process (versions may repeat, e.g. in tests).
     pub(crate) id: u64,
     pub(crate) clusters: Clusters,
@@ -126,6 +128,17 @@ impl Runtime {
     /// Builds a runtime; cluster state (connection pools, balancer counters)
     /// is carried over from `previous` for clusters that did not change.
     pub fn new(snapshot: Snapshot, version: u64, previous: Option<&Runtime>) -> Runtime {
+        Runtime::with_credentials(snapshot, version, previous, crate::tls::Credentials::empty())
+    }
+
+    /// [`Runtime::new`] with the TLS material the snapshot's listeners and clusters need.
+    pub fn with_credentials(
+        snapshot: Snapshot,
+        version: u64,
+        previous: Option<&Runtime>,
+        credentials: crate::tls::Credentials,
+    ) -> Runtime {
+        let credentials = Arc::new(credentials);
         let mut clusters: Clusters = HashMap::with_capacity(snapshot.clusters.len());
         for c in &snapshot.clusters {
             let old = previous.and_then(|p| p.clusters.get(&c.name));
@@ -165,6 +178,7 @@ impl Runtime {
         Runtime {
             version,
             snapshot: Arc::new(snapshot),
+            credentials,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             clusters,
             tables,

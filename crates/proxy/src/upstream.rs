@@ -14,81 +14,22 @@
 //! whose address and connection settings are unchanged.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpStream;
 use weir_compile::model::{Cluster, Discovery, Str, UpstreamProtocol};
 use weir_compile::policy::{ClusterPolicy, UNLIMITED};
 
 use crate::body::ReqBody;
+use crate::connect::{Connector, Target};
 use crate::lb::Balancer;
 
 pub(crate) type HttpClient = Client<Connector, ReqBody>;
-
-/// Where a connector dials.
-#[derive(Clone, Debug)]
-enum Target {
-    Addr(SocketAddr),
-    /// A DNS name, resolved on every new connection.
-    Name(Arc<str>, u16),
-    /// The request URI's authority (ORIGINAL_DST).
-    FromUri,
-}
-
-/// A connector for the legacy client: plain TCP to a fixed endpoint (or the URI's authority),
-/// with the cluster's connect timeout and `TCP_NODELAY`.
-#[derive(Clone, Debug)]
-pub(crate) struct Connector {
-    target: Target,
-    timeout: Duration,
-}
-
-type Connecting = Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, std::io::Error>> + Send>>;
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
-    type Error = std::io::Error;
-    type Future = Connecting;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Connecting {
-        let target = self.target.clone();
-        let timeout = self.timeout;
-        Box::pin(async move {
-            let connect = async {
-                match target {
-                    Target::Addr(a) => TcpStream::connect(a).await,
-                    Target::Name(host, port) => TcpStream::connect((&*host, port)).await,
-                    Target::FromUri => {
-                        let host = uri.host().unwrap_or_default();
-                        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-                        if host.is_empty() {
-                            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "no destination host"));
-                        }
-                        TcpStream::connect((host, uri.port_u16().unwrap_or(80))).await
-                    }
-                }
-            };
-            let stream = tokio::time::timeout(timeout, connect)
-                .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))??;
-            let _ = stream.set_nodelay(true);
-            Ok(TokioIo::new(stream))
-        })
-    }
-}
 
 /// Connection settings shared by the clients of one cluster.
 #[derive(Clone, Debug, PartialEq)]
@@ -137,6 +78,9 @@ pub(crate) struct EndpointState {
     pub weight: u32,
     /// Requests in flight, for least-request balancing.
     pub active: AtomicU32,
+    /// When this endpoint joined the cluster (slow start).
+    #[allow(dead_code)] // read by slow start (lb)
+    pub created: std::time::Instant,
     target: Target,
     settings: PoolSettings,
     clients: Clients,
@@ -155,6 +99,7 @@ impl EndpointState {
             host: host.into(),
             weight,
             active: AtomicU32::new(0),
+            created: std::time::Instant::now(),
             target,
             settings,
             clients: Clients::default(),
@@ -172,20 +117,15 @@ impl EndpointState {
         self.clients.get(&self.settings, || self.target.clone(), http2)
     }
 
+    /// Whether balancers may pick this endpoint (false while outlier detection ejects it).
+    #[allow(dead_code)] // read by the balancers once outlier detection lands
+    pub fn is_available(&self) -> bool {
+        true
+    }
+
     /// A plain TCP connection to this endpoint (TCP proxying), within the connect timeout.
     pub async fn connect_tcp(&self) -> std::io::Result<TcpStream> {
-        let connect = async {
-            match &self.target {
-                Target::Addr(a) => TcpStream::connect(*a).await,
-                Target::Name(host, port) => TcpStream::connect((&**host, *port)).await,
-                Target::FromUri => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "no destination")),
-            }
-        };
-        let stream = tokio::time::timeout(self.settings.connect_timeout, connect)
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))??;
-        let _ = stream.set_nodelay(true);
-        Ok(stream)
+        crate::connect::tcp(&self.target, self.settings.connect_timeout).await
     }
 }
 
