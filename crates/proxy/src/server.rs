@@ -3,13 +3,21 @@
 //! rebinds only listeners whose address changed after a reload.
 //!
 //! Phase `accept`: a connection picks the first filter chain of its listener
-//! that fits (destination address; TLS or plain, by peeking at the first byte
-//! only when the listener has chains that tell them apart). HTTP chains are
-//! served by hyper-util's auto builder (HTTP/1.1 with upgrades, for
-//! WebSocket (`websocket`), and HTTP/2 with prior knowledge); TCP chains are
-//! proxied (`tcp`). Not supported yet, each logged once per listener and
-//! answered with a reset: TLS (termination and SNI passthrough),
-//! AUTO_PASSTHROUGH, and TCP to `PassthroughCluster`.
+//! that fits (destination address; TLS or plain, by peeking at the first
+//! byte, and for TLS the server name of the ClientHello, read by `sni` and
+//! replayed afterwards; only when the listener has chains that tell them
+//! apart). A TLS connection no chain takes is reset (Envoy's `NFCF`).
+//!
+//! - HTTP chains are served by hyper-util's auto builder (HTTP/1.1 with
+//!   upgrades, for WebSocket (`websocket`), and HTTP/2 with prior knowledge
+//!   or by ALPN `h2`).
+//! - Terminating chains (gateway SIMPLE/MUTUAL/OPTIONAL_MUTUAL) run the
+//!   rustls handshake with the chain's configuration (`tls::server`, built
+//!   once per runtime), then serve HTTP or proxy the decrypted bytes; a chain
+//!   whose certificates could not be loaded resets its handshakes.
+//! - TCP chains (opaque TCP, SNI passthrough) and AUTO_PASSTHROUGH (cluster
+//!   from the SNI) are proxied by `tcp`, with the ClientHello replayed to
+//!   the upstream.
 //!
 //! Every accepted connection counts in `weir_active_connections` until it
 //! closes (an upgraded one until its tunnel closes).
@@ -227,8 +235,7 @@ struct Handle {
 #[derive(Default)]
 pub(crate) struct Warned {
     tls: AtomicBool,
-    auto_passthrough: AtomicBool,
-    tcp_passthrough: AtomicBool,
+    pub(crate) tcp_passthrough: AtomicBool,
 }
 
 impl Handle {
@@ -296,11 +303,11 @@ async fn accept_loop(
 #[allow(clippy::too_many_arguments)]
 async fn connection(
     state: Arc<State>,
-    sock: TcpStream,
+    mut sock: TcpStream,
     peer: SocketAddr,
     key: Key,
     (watcher, tunnel_watcher): (Watcher, Watcher),
-    mut hard: watch::Receiver<bool>,
+    hard: watch::Receiver<bool>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     warned: Arc<Warned>,
 ) {
@@ -308,66 +315,158 @@ async fn connection(
     let open = OpenConnection::new(&state);
     let _ = sock.set_nodelay(true);
     let Ok(local) = sock.local_addr() else { return };
-    let (target, role) = match key {
-        Key::Proxy => (ConnTarget::Proxy, ListenerRole::SidecarOutbound),
-        Key::Listener { scope, name } => {
-            let rt = state.current.load_full();
-            let Some(listener) = rt.listener(scope, &name) else { return crate::tcp::reset(sock) };
-            let tls = listener.needs_peek && starts_with_tls(&sock).await;
-            let Some(chain) = listener.chains.iter().find(|c| c.fits(local.ip(), tls)) else {
-                tracing::debug!(listener = %name, "no filter chain matches the connection (NFCF); resetting");
+    let http = Http { state: state.clone(), peer, local, open, tunnel_watcher, watcher, hard: hard.clone(), builder };
+    let (scope, name) = match key {
+        Key::Proxy => return http.serve(sock, ConnTarget::Proxy, ListenerRole::SidecarOutbound, false).await,
+        Key::Listener { scope, name } => (scope, name),
+    };
+    let rt = state.current.load_full();
+    let Some(listener) = rt.listener(scope, &name) else { return crate::tcp::reset(sock) };
+    let tls = listener.needs_peek && starts_with_tls(&sock).await;
+    // TLS: the ClientHello is read (and replayed later) to match server names.
+    let mut hello_bytes = Vec::new();
+    let hello = if tls {
+        match tokio::time::timeout(PEEK_TIMEOUT, crate::sni::read_client_hello(&mut sock, &mut hello_bytes)).await {
+            Ok(Ok(h)) => Some(h),
+            Ok(Err(e)) => {
+                tracing::debug!(listener = %name, %peer, error = %e, "bad TLS ClientHello; resetting");
+                return crate::tcp::reset(sock);
+            }
+            Err(_) => {
+                tracing::debug!(listener = %name, %peer, "no complete ClientHello in time; resetting");
+                return crate::tcp::reset(sock);
+            }
+        }
+    } else {
+        None
+    };
+    let sni = hello.as_ref().and_then(|h| h.server_name.as_deref());
+    let Some(chain) = listener.chains.iter().find(|c| c.fits(local.ip(), tls, sni)) else {
+        tracing::debug!(listener = %name, sni = sni.unwrap_or("-"), "no filter chain matches the connection (NFCF); resetting");
+        return crate::tcp::reset(sock);
+    };
+    let role = listener.role;
+    let target = ConnTarget::Chain { scope, listener: name.clone(), chain: chain.name.clone() };
+    let accepted =
+        |warned: &Arc<Warned>| crate::tcp::Accepted { listener: name.clone(), peer, local, warned: warned.clone() };
+
+    // TLS termination.
+    if let Some(config) = &chain.tls {
+        let config = match config {
+            Ok(c) => c.clone(),
+            Err(e) => {
+                crate::tcp::warn_once(&warned.tls, &name, &format!("TLS chain {} cannot terminate: {e}", chain.name));
+                tracing::debug!(listener = %name, chain = %chain.name, error = %e, "TLS chain has no usable configuration; resetting");
+                return crate::tcp::reset(sock);
+            }
+        };
+        let action = chain.action.clone();
+        drop(rt);
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let stream = crate::sni::Prefixed::new(hello_bytes, sock);
+        let stream = match tokio::time::timeout(PEEK_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(listener = %name, %peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(listener = %name, %peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        return match action {
+            ChainAction::Http { .. } => http.serve(stream, target, role, true).await,
+            ChainAction::Tcp { routes } => {
+                let rt = state.current.load_full();
+                let a = accepted(&warned);
+                http.tcp(crate::tcp::proxy(rt, crate::tcp::Destination::Routes(&routes), a, stream, &state.metrics))
+                    .await
+            }
+            ChainAction::AutoPassthrough => {
+                tracing::debug!(listener = %name, "AUTO_PASSTHROUGH chain with TLS settings; resetting");
+            }
+        };
+    }
+
+    match &chain.action {
+        ChainAction::Http { .. } => {
+            drop(rt);
+            if tls {
+                http.serve(crate::sni::Prefixed::new(hello_bytes, sock), target, role, false).await
+            } else {
+                http.serve(sock, target, role, false).await
+            }
+        }
+        ChainAction::Tcp { routes } => {
+            let routes = routes.clone();
+            let dest = crate::tcp::Destination::Routes(&routes);
+            if tls {
+                let stream = crate::sni::Prefixed::new(hello_bytes, sock);
+                http.tcp(crate::tcp::proxy(rt, dest, accepted(&warned), stream, &state.metrics)).await
+            } else {
+                http.tcp(crate::tcp::proxy(rt, dest, accepted(&warned), sock, &state.metrics)).await
+            }
+        }
+        ChainAction::AutoPassthrough => {
+            let Some(cluster) = sni.and_then(crate::tcp::auto_passthrough_cluster) else {
+                tracing::debug!(listener = %name, sni = sni.unwrap_or("-"), "AUTO_PASSTHROUGH needs SNI outbound_.PORT_.SUBSET_.HOST (NFCF); resetting");
                 return crate::tcp::reset(sock);
             };
-            if tls || chain.terminates_tls {
-                crate::tcp::warn_once(
-                    &warned.tls,
-                    &name,
-                    "TLS connections (termination and SNI passthrough) are not supported yet; they are reset",
-                );
-                return crate::tcp::reset(sock);
-            }
-            match &chain.action {
-                ChainAction::Http { .. } => {
-                    (ConnTarget::Chain { scope, listener: name.clone(), chain: chain.name.clone() }, listener.role)
-                }
-                ChainAction::Tcp { routes } => {
-                    let routes = routes.clone();
-                    let rt = rt.clone();
-                    tokio::select! {
-                        _ = crate::tcp::proxy(rt, &routes, &name, peer, local, sock, &warned.tcp_passthrough) => {}
-                        _ = hard.changed() => {}
-                    }
-                    drop(watcher);
-                    return;
-                }
-                ChainAction::AutoPassthrough => {
-                    crate::tcp::warn_once(
-                        &warned.auto_passthrough,
-                        &name,
-                        "AUTO_PASSTHROUGH filter chains are not supported yet; connections are reset",
-                    );
-                    return crate::tcp::reset(sock);
-                }
-            }
+            let stream = crate::sni::Prefixed::new(hello_bytes, sock);
+            let dest = crate::tcp::Destination::Cluster(cluster);
+            http.tcp(crate::tcp::proxy(rt, dest, accepted(&warned), stream, &state.metrics)).await
         }
-    };
-    let reason = match role {
-        ListenerRole::Gateway => state.options.reason_header_gateway,
-        ListenerRole::SidecarOutbound => state.options.reason_header_sidecar,
-    };
-    // The connection's count and drain watch move into `Conn`: an upgraded (WebSocket) connection
-    // outlives hyper's connection future, and its tunnel holds `Conn` until it closes.
-    let lifetime = Lifetime { _open: open, _drain: tunnel_watcher, hard: hard.clone() };
-    let conn = Arc::new(Conn { state, target, role, peer, local, reason, table_cache: AtomicU64::new(0), lifetime });
-    let service = hyper::service::service_fn(move |req| crate::request::handle(conn.clone(), req));
-    let serving = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(sock), service).into_owned());
-    tokio::select! {
-        r = serving => {
-            if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "downstream connection ended with an error");
-            }
+    }
+}
+
+/// What serving a connection needs once its chain is chosen.
+struct Http {
+    state: Arc<State>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    open: OpenConnection,
+    watcher: Watcher,
+    tunnel_watcher: Watcher,
+    hard: watch::Receiver<bool>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+}
+
+impl Http {
+    /// Runs a TCP proxy future until it ends or the drain timeout passes.
+    async fn tcp(mut self, proxy: impl std::future::Future<Output = ()>) {
+        tokio::select! {
+            _ = proxy => {}
+            _ = self.hard.changed() => {}
         }
-        _ = hard.changed() => {}
+        drop(self.watcher);
+    }
+
+    /// Serves HTTP/1.1 and HTTP/2 on `io`; `tls`: the connection was TLS-terminated here.
+    async fn serve<I>(self, io: I, target: ConnTarget, role: ListenerRole, tls: bool)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Http { state, peer, local, open, watcher, tunnel_watcher, mut hard, builder } = self;
+        let reason = match role {
+            ListenerRole::Gateway => state.options.reason_header_gateway,
+            ListenerRole::SidecarOutbound => state.options.reason_header_sidecar,
+        };
+        // The connection's count and drain watch move into `Conn`: an upgraded (WebSocket) connection
+        // outlives hyper's connection future, and its tunnel holds `Conn` until it closes.
+        let lifetime = Lifetime { _open: open, _drain: tunnel_watcher, hard: hard.clone(), tls };
+        let conn =
+            Arc::new(Conn { state, target, role, peer, local, reason, table_cache: AtomicU64::new(0), lifetime });
+        let service = hyper::service::service_fn(move |req| crate::request::handle(conn.clone(), req));
+        let serving = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
+        tokio::select! {
+            r = serving => {
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "downstream connection ended with an error");
+                }
+            }
+            _ = hard.changed() => {}
+        }
     }
 }
 
@@ -379,6 +478,9 @@ pub(crate) struct Lifetime {
     _drain: Watcher,
     /// Turns true when the drain timeout passes: tunnels close then.
     pub hard: watch::Receiver<bool>,
+    /// The connection was TLS-terminated by this listener (`x-forwarded-proto: https`).
+    #[allow(dead_code)] // read by request handling for x-forwarded-proto
+    pub tls: bool,
 }
 
 /// Counts a downstream connection in `weir_active_connections` while alive.
