@@ -102,6 +102,7 @@ fn finish(mut out: Builder, node: &Node) -> Snapshot {
             namespace: node.namespace.as_str().into(),
             labels: node.labels.iter().map(|(k, v)| (k.as_str().into(), v.as_str().into())).collect(),
             role: node.role,
+            locality: node.locality.as_deref().map(crate::model::Str::from),
         },
         listeners: out.listeners,
         route_tables: out.route_tables,

@@ -67,6 +67,9 @@ pub struct NodeSummary {
     pub namespace: Str,
     pub labels: Vec<(Str, Str)>,
     pub role: crate::node::Role,
+    /// `region/zone/subzone` of the node, for locality load balancing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Str>,
 }
 
 /// Which address a listener binds: the node's gateway address (`--bind`) or

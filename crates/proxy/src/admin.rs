@@ -6,11 +6,19 @@
 //!
 //! - `/ready` (also `/healthz/ready`): `200 LIVE` once the first snapshot
 //!   serves, `503 PRE_INITIALIZING` before, `503 DRAINING` after SIGTERM.
-//! - `/stats/prometheus`: every metric, Prometheus text format.
+//! - `/stats/prometheus`: every metric, Prometheus text format, then the
+//!   cluster statistics as Envoy exports them
+//!   (`envoy_cluster_upstream_rq_pending_overflow{cluster_name="..."}`).
+//! - `/stats`: the cluster statistics in Envoy's text form
+//!   (`cluster.outbound|8000||httpbin.default.svc.cluster.local.upstream_rq_pending_overflow: 21`):
+//!   connections, pending requests, overflows, circuit-breaker state, outlier ejections.
 //! - `/config_dump`: JSON with the applied version, the node, the reload
 //!   status (including the last rejected change and its errors) and the
 //!   compiled snapshot being served.
-//! - `/clusters`: Envoy-style `cluster::host:port::field::value` lines.
+//! - `/clusters`: Envoy-style `cluster::host:port::field::value` lines: the
+//!   circuit-breaker limits per cluster; per endpoint weight, locality,
+//!   active connections and requests, health (`/failed_outlier_check` while
+//!   outlier detection ejects it) and its ejection count.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -143,7 +151,8 @@ fn respond(status: StatusCode, content_type: &str, body: Bytes) -> Response<Full
 
 const INDEX: &str = "weir admin\n  /ready             200 LIVE when serving\n  /stats/prometheus  metrics\n  \
                      /config_dump       applied version, node, reload status, snapshot (JSON)\n  \
-                     /clusters          upstream clusters and endpoints\n";
+                     /clusters          upstream clusters and endpoints\n  \
+                     /stats             cluster statistics (Envoy names)\n";
 
 /// Answers one admin request.
 pub fn handle(state: &State, draining: bool, method: &Method, path: &str) -> Response<Full<Bytes>> {
@@ -164,7 +173,12 @@ pub fn handle(state: &State, draining: bool, method: &Method, path: &str) -> Res
                 text(StatusCode::SERVICE_UNAVAILABLE, "PRE_INITIALIZING\n")
             }
         }
-        "/stats/prometheus" => respond(StatusCode::OK, crate::metrics::CONTENT_TYPE, state.metrics.encode().into()),
+        "/stats/prometheus" => {
+            let mut body = state.metrics.encode();
+            cluster_stats_prometheus(state, &mut body);
+            respond(StatusCode::OK, crate::metrics::CONTENT_TYPE, body.into())
+        }
+        "/stats" => text(StatusCode::OK, cluster_stats_text(state)),
         "/config_dump" => match config_dump(state) {
             Ok(body) => respond(StatusCode::OK, "application/json", body.into()),
             Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode config dump: {e}\n")),
@@ -191,6 +205,9 @@ struct ConfigDump<'a> {
     config_dir: String,
     node: NodeDump<'a>,
     status: crate::ConfigStatus,
+    /// Terminating TLS chains whose certificates could not be loaded (their handshakes are reset).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tls_errors: Vec<crate::runtime::TlsChainError>,
     snapshot: &'a weir_compile::Snapshot,
 }
 
@@ -210,6 +227,7 @@ pub fn config_dump(state: &State) -> serde_json::Result<Vec<u8>> {
             locality: node.locality.as_deref(),
         },
         status,
+        tls_errors: runtime.tls_errors(),
         snapshot: &runtime.snapshot,
     };
     let mut out = serde_json::to_vec_pretty(&dump)?;
@@ -217,15 +235,28 @@ pub fn config_dump(state: &State) -> serde_json::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// `/clusters`: per cluster its observability name, and per endpoint its
-/// weight, locality and health, as Envoy's admin prints them.
+/// `/clusters`: per cluster its observability name and circuit-breaker
+/// limits, and per endpoint its weight, locality, activity and health, as
+/// Envoy's admin prints them.
 pub fn clusters(state: &State) -> String {
     let runtime = state.current.load_full();
     let mut out = String::with_capacity(256 * runtime.snapshot.clusters.len());
     for c in &runtime.snapshot.clusters {
         let name = &c.name;
         let _ = writeln!(out, "{name}::observability_name::{name}");
-        for e in c.endpoints.iter() {
+        let cs = runtime.cluster(name);
+        if let Some(cs) = cs {
+            let b = &cs.breakers;
+            for (limit, v) in [
+                ("max_connections", b.max_connections),
+                ("max_pending_requests", b.max_pending),
+                ("max_requests", b.max_requests),
+                ("max_retries", b.max_retries),
+            ] {
+                let _ = writeln!(out, "{name}::default_priority::{limit}::{v}");
+            }
+        }
+        for (i, e) in c.endpoints.iter().enumerate() {
             let host = if e.address.contains(':') && !e.address.starts_with('[') && !e.address.contains("://") {
                 format!("[{}]:{}", e.address, e.port)
             } else {
@@ -238,12 +269,75 @@ pub fn clusters(state: &State) -> String {
                 }
                 None => ("", "", ""),
             };
+            let state = cs.and_then(|cs| cs.endpoints.get(i));
+            if let Some(s) = state {
+                let _ = writeln!(out, "{name}::{host}::cx_active::{}", s.pool().open_connections());
+                let _ = writeln!(out, "{name}::{host}::rq_active::{}", s.active.load(Ordering::Relaxed));
+            }
             let _ = writeln!(out, "{name}::{host}::weight::{}", e.weight);
             let _ = writeln!(out, "{name}::{host}::region::{region}");
             let _ = writeln!(out, "{name}::{host}::zone::{zone}");
             let _ = writeln!(out, "{name}::{host}::sub_zone::{sub_zone}");
-            let _ = writeln!(out, "{name}::{host}::health_flags::healthy");
+            let healthy = state.is_none_or(|s| s.is_available());
+            let flags = if healthy { "healthy" } else { "/failed_outlier_check" };
+            let _ = writeln!(out, "{name}::{host}::health_flags::{flags}");
+            if let Some(s) = state.filter(|_| cs.is_some_and(|cs| cs.outlier.is_some())) {
+                let _ = writeln!(out, "{name}::{host}::outlier::ejections::{}", s.ejections());
+            }
         }
     }
     out
+}
+
+/// `/stats`: `cluster.<name>.<stat>: <value>` lines.
+pub fn cluster_stats_text(state: &State) -> String {
+    let runtime = state.current.load_full();
+    let mut out = String::with_capacity(2048 * runtime.snapshot.clusters.len());
+    for c in &runtime.snapshot.clusters {
+        let Some(cs) = runtime.cluster(&c.name) else { continue };
+        for (stat, v, _) in cs.stats() {
+            let _ = writeln!(out, "cluster.{}.{stat}: {v}", c.name);
+        }
+    }
+    out
+}
+
+/// Appends the cluster statistics in Prometheus text form (0.0.4), named as Envoy exports them.
+fn cluster_stats_prometheus(state: &State, out: &mut String) {
+    let runtime = state.current.load_full();
+    let mut families: Vec<(String, crate::upstream::StatKind, String)> = Vec::new();
+    // weir's overflow counts by limit: one family, `limit` label.
+    let mut overflow = String::new();
+    for c in &runtime.snapshot.clusters {
+        let Some(cs) = runtime.cluster(&c.name) else { continue };
+        let label = c.name.replace('\\', "\\\\").replace('"', "\\\"");
+        for (i, (stat, v, kind)) in cs.stats().into_iter().enumerate() {
+            if let Some(limit) = stat.strip_prefix("weir.overflow.") {
+                let _ = writeln!(
+                    overflow,
+                    "weir_upstream_overflow_total{{cluster_name=\"{label}\",limit=\"{limit}\"}} {v}"
+                );
+                continue;
+            }
+            if families.len() <= i {
+                let metric = format!("envoy_cluster_{}", stat.replace('.', "_"));
+                families.push((metric, kind, String::new()));
+            }
+            let (metric, _, samples) = &mut families[i];
+            let _ = writeln!(samples, "{metric}{{cluster_name=\"{label}\"}} {v}");
+        }
+    }
+    for (metric, kind, samples) in families {
+        let kind = match kind {
+            crate::upstream::StatKind::Counter => "counter",
+            crate::upstream::StatKind::Gauge => "gauge",
+        };
+        let _ = writeln!(out, "# TYPE {metric} {kind}");
+        out.push_str(&samples);
+    }
+    if !overflow.is_empty() {
+        out.push_str("# HELP weir_upstream_overflow_total Requests (and TCP connections) refused by a circuit breaker, by limit.\n");
+        out.push_str("# TYPE weir_upstream_overflow_total counter\n");
+        out.push_str(&overflow);
+    }
 }

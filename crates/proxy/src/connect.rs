@@ -1,6 +1,16 @@
 //! Dialing upstream endpoints: the connector behind every HTTP client pool
 //! and TCP proxy connection (address or name resolution, connect timeout,
-//! socket options).
+//! socket options, TLS origination).
+//!
+//! A [`Connector`] dials one [`Target`]: a fixed address, a host name
+//! resolved through the process's [`Dns`] (cache with TTLs) on each new
+//! connection, or the request's authority (ORIGINAL_DST). With a cluster
+//! [`ClientTls`] it then runs the TLS handshake: SNI is the DestinationRule's
+//! `sni`, else the request's host (the URI authority hyper keys its pool by),
+//! and ALPN follows the client's protocol; a connection that negotiated `h2`
+//! reports it to hyper-util (`Connected::negotiated_h2`). The connect timeout
+//! covers name resolution, TCP connect and the handshake (as Envoy's
+//! `connect_timeout` does for TLS clusters).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,31 +20,113 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::resolve::Dns;
+use crate::tls::client::{Alpn, ClientTls};
 
 /// Where a connector dials.
 #[derive(Clone, Debug)]
 pub(crate) enum Target {
     Addr(SocketAddr),
-    /// A DNS name, resolved on every new connection.
-    Name(Arc<str>, u16),
+    /// A DNS name, resolved (through the TTL cache) on every new connection.
+    Name(Arc<str>, u16, Arc<Dns>),
     /// The request URI's authority (ORIGINAL_DST).
-    FromUri,
+    FromUri(Arc<Dns>),
 }
 
-/// A connector for the legacy client: plain TCP to a fixed endpoint (or the URI's authority),
-/// with the cluster's connect timeout and `TCP_NODELAY`.
+/// A connector for the legacy client: TCP to a fixed endpoint (or the URI's
+/// authority) with the cluster's connect timeout and `TCP_NODELAY`, then TLS
+/// when the cluster originates it.
 #[derive(Clone, Debug)]
 pub(crate) struct Connector {
     pub(crate) target: Target,
     pub(crate) timeout: Duration,
+    /// TLS origination and the ALPN to offer.
+    pub(crate) tls: Option<(Arc<ClientTls>, Alpn)>,
 }
 
-type Connecting = Pin<Box<dyn Future<Output = Result<TokioIo<TcpStream>, std::io::Error>> + Send>>;
+/// An upstream connection: plain TCP or TLS over TCP.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    /// Whether TLS negotiated ALPN `h2`.
+    pub(crate) fn negotiated_h2(&self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(t) => t.get_ref().1.alpn_protocol() == Some(b"h2"),
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
+
+impl Connection for Stream {
+    fn connected(&self) -> Connected {
+        let c = Connected::new();
+        if self.negotiated_h2() { c.negotiated_h2() } else { c }
+    }
+}
+
+type Connecting = Pin<Box<dyn Future<Output = Result<TokioIo<Stream>, std::io::Error>> + Send>>;
 
 impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<Stream>;
     type Error = std::io::Error;
     type Future = Connecting;
 
@@ -43,44 +135,79 @@ impl tower_service::Service<Uri> for Connector {
     }
 
     fn call(&mut self, uri: Uri) -> Connecting {
-        let target = self.target.clone();
-        let timeout = self.timeout;
-        Box::pin(async move {
-            let connect = async {
-                match target {
-                    Target::Addr(a) => TcpStream::connect(a).await,
-                    Target::Name(host, port) => TcpStream::connect((&*host, port)).await,
-                    Target::FromUri => {
-                        let host = uri.host().unwrap_or_default();
-                        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-                        if host.is_empty() {
-                            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "no destination host"));
-                        }
-                        TcpStream::connect((host, uri.port_u16().unwrap_or(80))).await
-                    }
-                }
-            };
-            let stream = tokio::time::timeout(timeout, connect)
-                .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))??;
-            let _ = stream.set_nodelay(true);
-            Ok(TokioIo::new(stream))
-        })
+        let this = self.clone();
+        Box::pin(async move { this.connect(uri.host(), uri.port_u16()).await.map(TokioIo::new) })
     }
 }
 
-/// A plain TCP connection to a fixed target (not [`Target::FromUri`]), within `timeout`, with `TCP_NODELAY`.
-pub(crate) async fn tcp(target: &Target, timeout: Duration) -> std::io::Result<TcpStream> {
-    let connect = async {
-        match target {
-            Target::Addr(a) => TcpStream::connect(*a).await,
-            Target::Name(host, port) => TcpStream::connect((&**host, *port)).await,
-            Target::FromUri => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "no destination")),
+impl Connector {
+    /// Dials the target (for [`Target::FromUri`]: `host:port`), then TLS with the SNI for `host`.
+    pub(crate) async fn connect(&self, host: Option<&str>, port: Option<u16>) -> std::io::Result<Stream> {
+        let host = host.map(|h| h.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(h));
+        // TLS that cannot be set up (ISTIO_MUTUAL, missing material) fails before dialing.
+        if let Some(e) = self.tls.as_ref().and_then(|(t, _)| t.error()) {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()));
         }
-    };
-    let stream = tokio::time::timeout(timeout, connect)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))??;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
+        let work = async {
+            let tcp = match &self.target {
+                Target::Addr(a) => TcpStream::connect(*a).await?,
+                Target::Name(name, port, dns) => dial_name(dns, name, *port).await?,
+                Target::FromUri(dns) => {
+                    let host = host
+                        .filter(|h| !h.is_empty())
+                        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no destination host"))?;
+                    match host.parse::<std::net::IpAddr>() {
+                        Ok(ip) => TcpStream::connect((ip, port.unwrap_or(80))).await?,
+                        Err(_) => dial_name(dns, host, port.unwrap_or(80)).await?,
+                    }
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            match &self.tls {
+                None => Ok(Stream::Plain(tcp)),
+                Some((tls, alpn)) => handshake(tls, *alpn, host, tcp).await,
+            }
+        };
+        tokio::time::timeout(self.timeout, work)
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timeout"))?
+    }
+}
+
+async fn dial_name(dns: &Dns, name: &str, port: u16) -> std::io::Result<TcpStream> {
+    let addrs = dns.lookup(name).await?;
+    if addrs.is_empty() {
+        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{name}: no addresses")));
+    }
+    let mut last = None;
+    for ip in addrs.iter() {
+        match TcpStream::connect((*ip, port)).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no address")))
+}
+
+async fn handshake(tls: &ClientTls, alpn: Alpn, host: Option<&str>, tcp: TcpStream) -> std::io::Result<Stream> {
+    let config = tls.config(alpn).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let peer = tcp.peer_addr()?;
+    let name = tls.server_name(host, peer.ip());
+    match tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp).await {
+        Ok(s) => Ok(Stream::Tls(Box::new(s))),
+        Err(e) => {
+            tracing::debug!(upstream = %peer, error = %e, "upstream TLS handshake failed");
+            Err(std::io::Error::new(e.kind(), format!("TLS handshake with {peer} failed: {e}")))
+        }
+    }
+}
+
+/// A connection to a fixed target (not [`Target::FromUri`]) for TCP proxying, within
+/// `timeout`, with `TCP_NODELAY`, over TLS when `tls` is set (no ALPN; SNI from `sni` only).
+pub(crate) async fn tcp(target: &Target, timeout: Duration, tls: Option<&Arc<ClientTls>>) -> std::io::Result<Stream> {
+    if let Target::FromUri(_) = target {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "no destination"));
+    }
+    let c = Connector { target: target.clone(), timeout, tls: tls.map(|t| (t.clone(), Alpn::Tcp)) };
+    c.connect(None, None).await
 }

@@ -19,13 +19,17 @@ pub mod headers;
 pub mod lb;
 pub mod local_reply;
 pub mod metrics;
+mod outlier;
+mod pool;
 mod record;
 pub mod reload;
 mod request;
+pub mod resolve;
 pub mod router;
 pub mod run;
 pub mod runtime;
 pub mod server;
+mod sni;
 mod tcp;
 pub mod tls;
 pub mod upstream;
@@ -73,6 +77,8 @@ pub struct Options {
     pub reason_header_sidecar: bool,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     pub drain_timeout: Duration,
+    /// DNS servers for host-name endpoints (`--dns-server`); empty: the system configuration.
+    pub dns_servers: Vec<SocketAddr>,
 }
 
 impl Options {
@@ -90,6 +96,7 @@ impl Options {
             reason_header_gateway: false,
             reason_header_sidecar: true,
             drain_timeout: Duration::from_secs(5),
+            dns_servers: Vec::new(),
         }
     }
 }

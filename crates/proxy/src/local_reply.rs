@@ -14,6 +14,8 @@ use crate::body::RespBody;
 
 /// `x-weir-reason: <FLAGS> <object or cluster>` on local replies (when enabled for the listener role).
 pub const REASON_HEADER: &str = "x-weir-reason";
+/// On circuit-breaker (`UO`) local replies, as Envoy sends it.
+pub const OVERLOADED_HEADER: &str = "x-envoy-overloaded";
 
 pub const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
 pub const CONNECT_FAILURE: &str =
@@ -150,9 +152,12 @@ impl LocalReply {
     pub fn connection_termination(cluster: &str, flags: Flags) -> LocalReply {
         LocalReply::new(StatusCode::SERVICE_UNAVAILABLE, CONNECTION_TERMINATION, flags, cluster)
     }
-    /// 503 `UO`: a circuit breaker is open (`x-envoy-overloaded: true` is added by the caller).
-    pub fn overflow(cluster: &str) -> LocalReply {
-        LocalReply::new(StatusCode::SERVICE_UNAVAILABLE, OVERFLOW, Flags::UO, cluster)
+    /// 503 `UO` with `x-envoy-overloaded: true`: a circuit breaker is open. The reason names
+    /// the limit and the field that sets it (`UO outbound|8000||httpbin... max_pending_requests
+    /// (http.http1MaxPendingRequests)`).
+    pub(crate) fn overflow(cluster: &str, limit: crate::pool::Limit) -> LocalReply {
+        let subject = format!("{cluster} {} ({})", limit.envoy_name(), limit.istio_field());
+        LocalReply::new(StatusCode::SERVICE_UNAVAILABLE, OVERFLOW, Flags::UO, subject)
     }
     /// 504 `UT` `upstream request timeout`.
     pub fn timeout(cluster: &str, flags: Flags) -> LocalReply {
@@ -166,6 +171,9 @@ impl LocalReply {
         let h = resp.headers_mut();
         if !self.body.is_empty() {
             h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        }
+        if self.flags.contains(Flags::UO) {
+            h.insert(OVERLOADED_HEADER, HeaderValue::from_static("true"));
         }
         if reason {
             h.insert(REASON_HEADER, reason_value(&self.flags.to_string(), &self.subject));
@@ -193,6 +201,9 @@ impl LocalReply {
             if let Ok(v) = HeaderValue::from_str(&msg) {
                 h.insert("grpc-message", v);
             }
+        }
+        if self.flags.contains(Flags::UO) {
+            h.insert(OVERLOADED_HEADER, HeaderValue::from_static("true"));
         }
         if reason {
             h.insert(REASON_HEADER, reason_value(&self.flags.to_string(), &self.subject));
@@ -260,7 +271,11 @@ mod tests {
         assert_eq!(hyper::body::Body::size_hint(r.body()).exact(), Some(19));
         let r = LocalReply::no_route("x").into_response(false);
         assert!(r.headers().get(REASON_HEADER).is_none());
+        assert!(r.headers().get(OVERLOADED_HEADER).is_none());
         assert!(r.headers().get(CONTENT_TYPE).is_none());
+        let r = LocalReply::overflow("c", crate::pool::Limit::PendingRequests).into_response(true);
+        assert_eq!(r.headers()[OVERLOADED_HEADER], "true");
+        assert_eq!(r.headers()[REASON_HEADER], "UO c max_pending_requests (http.http1MaxPendingRequests)");
     }
 
     #[test]

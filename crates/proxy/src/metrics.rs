@@ -7,6 +7,12 @@
 //! - `istio_request_duration_milliseconds` (histogram, Istio's default buckets)
 //! - `istio_request_bytes`, `istio_response_bytes` (histograms, Istio's byte buckets)
 //!
+//! - `istio_tcp_connections_opened_total`, `istio_tcp_connections_closed_total`,
+//!   `istio_tcp_sent_bytes_total` (to the client), `istio_tcp_received_bytes_total`
+//!   (from the client): TCP proxy connections, with the request labels minus
+//!   `response_code` and `grpc_response_status` (`request_protocol="tcp"`).
+//!   Byte counters grow while a connection is open.
+//!
 //! weir adds `weir_config_version`, `weir_config_reloads_total`,
 //! `weir_config_rejected_total` and `weir_active_connections`.
 //!
@@ -273,6 +279,50 @@ pub struct Metrics {
     config_reloads: Counter,
     config_rejected: Counter,
     active_connections: Gauge,
+    tcp_opened: Family<TcpLabels, Counter>,
+    tcp_closed: Family<TcpLabels, Counter>,
+    tcp_sent: Family<TcpLabels, Counter>,
+    tcp_received: Family<TcpLabels, Counter>,
+}
+
+/// The labels of Istio's TCP metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TcpLabels {
+    reporter: String,
+    destination_service: String,
+    destination_service_name: String,
+    destination_service_namespace: String,
+    destination_version: String,
+    request_protocol: String,
+    response_flags: String,
+}
+
+/// The destination of a proxied TCP connection, for its metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpView<'a> {
+    pub reporter: &'a str,
+    pub destination_service: &'a str,
+    pub destination_service_name: &'a str,
+    pub destination_service_namespace: &'a str,
+    pub destination_version: &'a str,
+    pub response_flags: &'a str,
+}
+
+/// The counters of one TCP connection's series (cheap to increment while bytes flow).
+#[derive(Clone, Debug)]
+pub struct TcpSeries {
+    closed: Counter,
+    /// Bytes sent to the client.
+    pub sent: Counter,
+    /// Bytes received from the client.
+    pub received: Counter,
+}
+
+impl TcpSeries {
+    /// Counts the connection as closed.
+    pub fn close(&self) {
+        self.closed.inc();
+    }
 }
 
 impl Metrics {
@@ -286,6 +336,10 @@ impl Metrics {
         let config_reloads = Counter::default();
         let config_rejected = Counter::default();
         let active_connections = Gauge::default();
+        let tcp_opened = Family::<TcpLabels, Counter>::default();
+        let tcp_closed = Family::<TcpLabels, Counter>::default();
+        let tcp_sent = Family::<TcpLabels, Counter>::default();
+        let tcp_received = Family::<TcpLabels, Counter>::default();
         // Counters get `_total` appended by the encoder.
         registry.register("istio_requests", "Requests handled, by destination and response.", requests.clone());
         registry.register(
@@ -315,6 +369,14 @@ impl Metrics {
             "Downstream connections currently open.",
             active_connections.clone(),
         );
+        registry.register("istio_tcp_connections_opened", "TCP connections opened.", tcp_opened.clone());
+        registry.register("istio_tcp_connections_closed", "TCP connections closed.", tcp_closed.clone());
+        registry.register("istio_tcp_sent_bytes", "Bytes sent to the client on TCP connections.", tcp_sent.clone());
+        registry.register(
+            "istio_tcp_received_bytes",
+            "Bytes received from the client on TCP connections.",
+            tcp_received.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -326,6 +388,30 @@ impl Metrics {
             config_reloads,
             config_rejected,
             active_connections,
+            tcp_opened,
+            tcp_closed,
+            tcp_sent,
+            tcp_received,
+        }
+    }
+
+    /// Counts a TCP proxy connection as opened and returns the counters to update while it
+    /// lives (call [`TcpSeries::close`] when it ends).
+    pub fn tcp_opened(&self, v: &TcpView<'_>) -> TcpSeries {
+        let labels = TcpLabels {
+            reporter: or(v.reporter, "source").to_string(),
+            destination_service: or(v.destination_service, "unknown").to_string(),
+            destination_service_name: or(v.destination_service_name, "unknown").to_string(),
+            destination_service_namespace: or(v.destination_service_namespace, "unknown").to_string(),
+            destination_version: or(v.destination_version, "unknown").to_string(),
+            request_protocol: "tcp".to_string(),
+            response_flags: or(v.response_flags, "-").to_string(),
+        };
+        self.tcp_opened.get_or_create(&labels).inc();
+        TcpSeries {
+            closed: self.tcp_closed.get_or_create_owned(&labels),
+            sent: self.tcp_sent.get_or_create_owned(&labels),
+            received: self.tcp_received.get_or_create_owned(&labels),
         }
     }
 

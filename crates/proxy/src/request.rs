@@ -29,6 +29,8 @@ use crate::filters::{cors, fault, mirror, retry};
 use crate::headers::{self, FmtCtx, REQUEST_ID};
 use crate::lb::PickInput;
 use crate::local_reply::{Flags, LocalReply, grpc_abort, reason_value};
+use crate::outlier::Observed;
+use crate::pool::SendError;
 use crate::record::{Exchange, protocol_name};
 use crate::router::{Action, CompiledRoute, Destination, ReqView, Table, location_value, split_host_port};
 use crate::runtime::Runtime;
@@ -42,7 +44,6 @@ const SERVICE_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-servi
 const RQ_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-upstream-rq-timeout-ms");
 const RQ_PER_TRY_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-upstream-rq-per-try-timeout-ms");
 const RETRIABLE_CODES: HeaderName = HeaderName::from_static("x-envoy-retriable-status-codes");
-const OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
@@ -102,11 +103,13 @@ async fn serve(conn: Arc<Conn>, rt: &Runtime, req: Request<Incoming>) -> Respons
         parts.headers.insert(REQUEST_ID, headers::new_request_id());
     }
     let gateway = conn.role == ListenerRole::Gateway;
+    // `https` when this listener terminated TLS (Envoy sets it from the downstream connection).
+    let proto = HeaderValue::from_static(if conn.lifetime.tls { "https" } else { "http" });
     if gateway {
         append_forwarded_for(&mut parts.headers, conn.peer);
-        parts.headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        parts.headers.insert(X_FORWARDED_PROTO, proto);
     } else if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
-        parts.headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        parts.headers.insert(X_FORWARDED_PROTO, proto);
     }
 
     let x = Box::new(Exchange {
@@ -190,7 +193,7 @@ impl Pipeline<'_> {
     fn view(&self) -> ReqView<'_> {
         ReqView {
             method: &self.parts.method,
-            scheme: "http",
+            scheme: if self.conn.lifetime.tls { "https" } else { "http" },
             authority: header_str(&self.authority),
             path: self.path.as_str(),
             headers: &self.parts.headers,
@@ -224,7 +227,7 @@ impl Pipeline<'_> {
             method: self.parts.method.as_str(),
             authority: header_str(&self.authority),
             path: self.path.as_str(),
-            scheme: "http",
+            scheme: if self.conn.lifetime.tls { "https" } else { "http" },
             peer: self.conn.peer,
             local: self.conn.local,
             protocol: protocol_name(self.parts.version),
@@ -243,7 +246,7 @@ impl Pipeline<'_> {
         let Some(vh) = table.select(header_str(&self.authority)) else {
             return self.local(LocalReply::no_route(format!("route table {}", table.name)));
         };
-        if vh.require_tls {
+        if vh.require_tls && !self.conn.lifetime.tls {
             let (host, port) = split_host_port(header_str(&self.authority));
             let location = match port.filter(|p| *p != 80) {
                 Some(p) => format!("https://{host}:{p}{}", self.path),
@@ -375,11 +378,7 @@ impl Pipeline<'_> {
         if !cluster.original_dst && cluster.endpoints.is_empty() {
             return self.local(LocalReply::no_healthy_upstream(&cluster.name));
         }
-        let Some(mut guard) = cluster.try_acquire(http2) else {
-            let mut resp = self.local(LocalReply::overflow(&cluster.name));
-            resp.headers_mut().insert(OVERLOADED, HeaderValue::from_static("true"));
-            return resp;
-        };
+        let mut guard = cluster.guard();
 
         // Per-request overrides (trusted at sidecars only, as Envoy trusts internal requests).
         let mut timeout = route.timeout;
@@ -428,7 +427,7 @@ impl Pipeline<'_> {
                 method: self.parts.method.as_str(),
                 authority: header_str(&self.authority),
                 path: self.path.as_str(),
-                scheme: "http",
+                scheme: if self.conn.lifetime.tls { "https" } else { "http" },
                 peer: self.conn.peer,
                 local: self.conn.local,
                 protocol: protocol_name(self.parts.version),
@@ -488,6 +487,8 @@ impl Pipeline<'_> {
             }
         }
 
+        // Consistent hash on a cookie with a ttl: Envoy sets the cookie it generated (lb.rs).
+        let set_cookie = cluster.balancer.set_cookie(&self.parts.headers, self.conn.peer.ip());
         let outcome = self
             .attempts(
                 &cluster,
@@ -527,6 +528,9 @@ impl Pipeline<'_> {
                 rparts.version = self.parts.version;
                 let ms = u64::try_from(service_time.as_millis()).unwrap_or(u64::MAX);
                 rparts.headers.insert(SERVICE_TIME, HeaderValue::from(ms));
+                if let Some(cookie) = set_cookie {
+                    rparts.headers.append(header::SET_COOKIE, cookie);
+                }
                 let upstream_host = endpoint.as_ref().map(|e| &*e.host);
                 self.apply_response_ops(
                     route,
@@ -621,24 +625,31 @@ impl Pipeline<'_> {
         let Some(req) = self.upstream_request(http2, authority, endpoint.map(|e| &**e), path, body, headers) else {
             return;
         };
-        let client = match endpoint {
-            Some(e) => e.client(http2).clone(),
-            None => cluster.passthrough_client(http2).clone(),
+        let pool = match endpoint {
+            Some(e) => e.pool().clone(),
+            None => cluster.passthrough_pool(req.uri().authority().map_or("", |a| a.as_str())),
         };
         let send = async move {
-            let resp = client.request(req).await?;
+            let (resp, lease) = pool.send(req, http2).await?;
             let mut body = resp.into_body();
             while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
                 if frame.is_err() {
                     break;
                 }
             }
-            Ok::<_, hyper_util::client::legacy::Error>(())
+            drop(lease);
+            Ok::<_, SendError>(())
         };
         mirror::spawn(send, timeout, &cluster.name);
     }
 
     /// Sends the request, retrying per the route's policy.
+    ///
+    /// Every attempt ends in one [`Observed`] outcome (response status with gRPC
+    /// statuses mapped, reset, connect failure, timeout) that feeds outlier
+    /// detection; the retry policy decides on the same outcome. A retry needs a
+    /// retry slot (`maxRetries` or the retry budget); without one the outcome
+    /// stands, flagged `UO` (Envoy's `upstream_rq_retry_overflow`).
     #[allow(clippy::too_many_arguments)]
     async fn attempts(
         &mut self,
@@ -699,62 +710,79 @@ impl Pipeline<'_> {
             let Some(req) = self.upstream_request(http2, authority.as_ref(), ep.as_deref(), path, body, headers) else {
                 return Outcome::Reply(LocalReply::no_healthy_upstream(&cluster.name));
             };
-            let client = match &ep {
-                Some(e) => e.client(http2),
-                None => cluster.passthrough_client(http2),
+            let passthrough;
+            let pool = match &ep {
+                Some(e) => e.pool(),
+                None => {
+                    passthrough = cluster.passthrough_pool(req.uri().authority().map_or("", |a| a.as_str()));
+                    &passthrough
+                }
             };
             let sent = std::time::Instant::now();
-            let fut = client.request(req);
+            let fut = pool.send(req, http2);
             let result = match attempt_deadline {
                 Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
                 None => Some(fut.await),
             };
-            let can_retry = |f: &dyn Fn(&retry::Policy) -> bool| -> Option<bool> {
-                let p = policy?;
-                if !f(p) {
-                    return None;
-                }
-                // Retriable; whether another attempt is possible.
-                Some(attempt < max_attempts && replay.is_none_or(|r| r.replayable()))
-            };
-            match result {
-                None => {
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return Outcome::Reply(LocalReply::timeout(&cluster.name, Flags::NONE));
-                    }
-                    match can_retry(&|p| p.retries_failure(Failure::PerTryTimeout)) {
-                        Some(true) => {}
-                        Some(false) => return Outcome::Reply(LocalReply::timeout(&cluster.name, Flags::URX)),
-                        None => return Outcome::Reply(LocalReply::timeout(&cluster.name, Flags::NONE)),
-                    }
+            // The one classification of this attempt: outlier detection, retries and the reply follow it.
+            let (observed, failure) = match &result {
+                None => (Some(Observed::Timeout), Some(Failure::PerTryTimeout)),
+                Some(Err(SendError::Overflow(limit))) => {
+                    // Overflow is answered at once and never retried (Envoy).
+                    cluster.stats.overflowed(*limit);
+                    return Outcome::Reply(LocalReply::overflow(&cluster.name, *limit));
                 }
                 Some(Err(e)) => {
-                    let f = classify(&e);
-                    tracing::debug!(cluster = %cluster.name, error = %error_chain(&e), attempt, "upstream request failed");
-                    let exhausted = match can_retry(&|p| p.retries_failure(f)) {
-                        Some(true) => None,
-                        Some(false) => Some(Flags::URX),
-                        None => Some(Flags::NONE),
-                    };
-                    if let Some(extra) = exhausted {
-                        return Outcome::Reply(match f {
-                            Failure::Connect => LocalReply::connect_failure(&cluster.name, Flags::UF.with(extra)),
-                            _ => LocalReply::connection_termination(&cluster.name, Flags::UC.with(extra)),
-                        });
-                    }
+                    let f = classify(e);
+                    tracing::debug!(cluster = %cluster.name, error = %error_chain(e), attempt, "upstream request failed");
+                    (Some(if f == Failure::Connect { Observed::ConnectFailed } else { Observed::Reset }), Some(f))
                 }
-                Some(Ok(resp)) => {
-                    let status = resp.status().as_u16();
-                    match can_retry(&|p| p.retries_response(status, resp.headers(), extra_codes)) {
-                        Some(true) => {}
-                        Some(false) => {
-                            self.x.flags.insert(Flags::URX);
-                            return Outcome::Response(resp, ep, sent.elapsed());
-                        }
-                        None => return Outcome::Response(resp, ep, sent.elapsed()),
-                    }
+                Some(Ok((resp, _))) => (Some(Observed::response(resp.status().as_u16(), resp.headers())), None),
+            };
+            if let (Some(e), Some(o)) = (&ep, observed) {
+                cluster.observe(e, o);
+            }
+            let timed_out_total = result.is_none() && deadline.is_some_and(|d| Instant::now() >= d);
+            // Some(true): retry; Some(false): retriable but no attempt left; None: not retriable.
+            let decision = match (&result, failure) {
+                _ if timed_out_total => None,
+                (Some(Ok((resp, _))), _) => policy.and_then(|p| {
+                    p.retries_response(resp.status().as_u16(), resp.headers(), extra_codes)
+                        .then(|| attempt < max_attempts && replay.is_none_or(|r| r.replayable()))
+                }),
+                (_, Some(f)) => policy.and_then(|p| {
+                    p.retries_failure(f).then(|| attempt < max_attempts && replay.is_none_or(|r| r.replayable()))
+                }),
+                _ => None,
+            };
+            let mut extra = match decision {
+                Some(false) => Flags::URX,
+                _ => Flags::NONE,
+            };
+            if decision == Some(true) && !guard.has_retry() {
+                match cluster.breakers.try_retry() {
+                    Some(slot) => guard.set_retry(slot),
+                    None => extra = Flags::UO,
                 }
             }
+            if decision != Some(true) || extra == Flags::UO {
+                return match result {
+                    None if timed_out_total || extra == Flags::NONE => {
+                        Outcome::Reply(LocalReply::timeout(&cluster.name, Flags::NONE))
+                    }
+                    None => Outcome::Reply(LocalReply::timeout(&cluster.name, extra)),
+                    Some(Err(_)) => Outcome::Reply(match failure {
+                        Some(Failure::Connect) => LocalReply::connect_failure(&cluster.name, Flags::UF.with(extra)),
+                        _ => LocalReply::connection_termination(&cluster.name, Flags::UC.with(extra)),
+                    }),
+                    Some(Ok((resp, lease))) => {
+                        guard.set_lease(lease);
+                        self.x.flags.insert(extra);
+                        Outcome::Response(resp, ep, sent.elapsed())
+                    }
+                };
+            }
+            drop(result);
             // Back off before the next attempt, within the route deadline.
             let mut wait = policy.map_or(Duration::ZERO, |p| p.backoff(attempt));
             if let Some(d) = deadline {
@@ -786,12 +814,16 @@ fn header_ms(h: &HeaderMap, name: &HeaderName) -> Option<u64> {
 }
 
 /// Connect failure, or a reset before response headers (`refused`: HTTP/2 REFUSED_STREAM).
-fn classify(e: &hyper_util::client::legacy::Error) -> Failure {
-    if e.is_connect() {
-        return Failure::Connect;
+fn classify(e: &SendError) -> Failure {
+    match e {
+        SendError::Connect(_) => Failure::Connect,
+        // Not retried (the caller answers at once); classified with connect failures for completeness.
+        SendError::Overflow(_) => Failure::Connect,
+        SendError::Upstream(_) => {
+            let text = error_chain(e);
+            Failure::Reset { refused: text.contains("refused stream") || text.contains("REFUSED_STREAM") }
+        }
     }
-    let text = error_chain(e);
-    Failure::Reset { refused: text.contains("refused stream") || text.contains("REFUSED_STREAM") }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

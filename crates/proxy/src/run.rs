@@ -76,7 +76,8 @@ pub fn run(options: Options) -> Result<(), RunError> {
         clusters = compiled.snapshot.clusters.len(),
         "config loaded (version 1)"
     );
-    let state = State::new(options, Runtime::with_credentials(compiled.snapshot, 1, None, compiled.credentials));
+    let dns = crate::resolve::Dns::new(options.dns_servers.clone());
+    let state = State::new(options, Runtime::with_dns(compiled.snapshot, 1, None, compiled.credentials, dns));
     state.metrics.set_config_version(1);
 
     let admin = admin::spawn(state.clone())
@@ -85,7 +86,13 @@ pub fn run(options: Options) -> Result<(), RunError> {
     let watcher = reload::spawn_watcher(state.clone(), fingerprint, reload::POLL_INTERVAL)
         .map_err(|e| RunError::Start { what: "the config watcher", message: e.to_string() })?;
 
+    // DNS clusters: resolve their names now and keep the answers fresh (see `resolve`).
+    let refresher = {
+        let _guard = rt.enter();
+        crate::resolve::spawn_refresher(state.clone())
+    };
     let result = rt.block_on(serve_until_signal(state.clone(), &admin, signals));
+    refresher.abort();
 
     watcher.stop();
     admin.stop();

@@ -25,6 +25,10 @@ pub struct Runtime {
     pub credentials: Arc<crate::tls::Credentials>,
     /// Unique per built runtime in this process (versions may repeat, e.g. in tests).
     pub(crate) id: u64,
+    /// The resolver of host-name endpoints (shared by the runtimes of a process).
+    pub(crate) dns: Arc<crate::resolve::Dns>,
+    /// DNS answers the DNS clusters were expanded with (see `resolve`).
+    pub(crate) resolved: Arc<crate::resolve::Resolved>,
     pub(crate) clusters: Clusters,
     tables: Vec<Table>,
     table_index: HashMap<Str, usize>,
@@ -32,6 +36,8 @@ pub struct Runtime {
     listeners: HashMap<Str, Vec<RtListener>>,
     /// Service port -> the HTTP route table of the mesh listener on it (explicit proxy).
     mesh_ports: HashMap<u16, usize>,
+    /// TCP proxy connections open per cluster (`connectionPool.tcp.maxConnections`), carried over reloads.
+    tcp_connections: HashMap<Str, Arc<std::sync::atomic::AtomicU32>>,
     /// Where the explicit proxy sends hosts of ports without a mesh listener:
     /// `allow_any` (PassthroughCluster) or `block_all`.
     proxy_fallback: Table,
@@ -50,34 +56,58 @@ pub(crate) struct RtChain {
     pub name: Str,
     subnets: Vec<(std::net::IpAddr, u8)>,
     transport: Option<Transport>,
-    server_names: bool,
-    pub terminates_tls: bool,
+    /// Lower-cased SNI names (exact or `*.suffix`); empty = any.
+    server_names: Vec<Str>,
+    /// TLS termination: the rustls configuration, or why it could not be built (handshakes are reset).
+    pub tls: Option<Result<Arc<rustls::ServerConfig>, crate::tls::server::ServerTlsError>>,
     pub action: ChainAction,
 }
 
 impl RtChain {
-    fn compile(c: &FilterChain) -> RtChain {
+    fn compile(c: &FilterChain, credentials: &crate::tls::Credentials) -> RtChain {
+        let http = matches!(c.action, ChainAction::Http { .. });
         RtChain {
             name: c.name.clone(),
             subnets: parse_subnets(&c.matcher),
             transport: c.matcher.transport,
-            server_names: !c.matcher.server_names.is_empty(),
-            terminates_tls: c.tls.is_some(),
+            server_names: c.matcher.server_names.iter().map(|n| Str::from(n.to_ascii_lowercase())).collect(),
+            tls: c.tls.as_ref().map(|t| crate::tls::server::server_config(t, credentials, http)),
             action: c.action.clone(),
         }
     }
 
-    /// Whether a connection to `local` (`tls`: it starts with a TLS handshake) fits this chain.
-    /// SNI is not inspected: chains matching server names only take TLS connections.
-    pub fn fits(&self, local: std::net::IpAddr, tls: bool) -> bool {
+    /// Whether the chain terminates TLS.
+    pub fn terminates_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Whether a connection to `local` fits this chain. `tls`: the connection starts with a TLS
+    /// handshake; `sni`: the server name of its ClientHello. Chains with server names only take
+    /// TLS connections whose SNI matches one of them (exact, or `*.suffix` for any deeper name).
+    pub fn fits(&self, local: std::net::IpAddr, tls: bool, sni: Option<&str>) -> bool {
         if !self.subnets.is_empty() && !self.subnets.iter().any(|(net, len)| in_subnet(local, *net, *len)) {
             return false;
+        }
+        if !self.server_names.is_empty() {
+            let Some(sni) = sni.filter(|_| tls) else { return false };
+            if !self.server_names.iter().any(|n| server_name_matches(n, sni)) {
+                return false;
+            }
         }
         match self.transport {
             Some(Transport::Tls) => tls,
             Some(Transport::RawBuffer) => !tls,
-            None => !self.server_names || tls,
+            None => true,
         }
+    }
+}
+
+/// Envoy's `server_names` match: `*.example.com` matches any name below `example.com`.
+pub(crate) fn server_name_matches(pattern: &str, sni: &str) -> bool {
+    match pattern.strip_prefix('*') {
+        Some(suffix) if suffix.starts_with('.') => sni.len() > suffix.len() && sni.ends_with(suffix),
+        Some("") => true,
+        _ => pattern == sni,
     }
 }
 
@@ -138,13 +168,47 @@ impl Runtime {
         previous: Option<&Runtime>,
         credentials: crate::tls::Credentials,
     ) -> Runtime {
-        let credentials = Arc::new(credentials);
+        let dns = previous.map_or_else(crate::resolve::Dns::system, |p| p.dns.clone());
+        Runtime::with_dns(snapshot, version, previous, credentials, dns)
+    }
+
+    /// [`Runtime::with_credentials`] resolving host-name endpoints with `dns`
+    /// (DNS answers already known to `previous` are used at once).
+    pub fn with_dns(
+        snapshot: Snapshot,
+        version: u64,
+        previous: Option<&Runtime>,
+        credentials: crate::tls::Credentials,
+        dns: Arc<crate::resolve::Dns>,
+    ) -> Runtime {
+        let resolved = previous.map(|p| p.resolved.clone()).unwrap_or_default();
+        Runtime::build(Arc::new(snapshot), version, previous, Arc::new(credentials), dns, resolved)
+    }
+
+    /// This runtime again with new DNS answers: clusters whose endpoints did not change keep their state.
+    pub(crate) fn with_resolved(&self, resolved: Arc<crate::resolve::Resolved>) -> Runtime {
+        let (snapshot, credentials, dns) = (self.snapshot.clone(), self.credentials.clone(), self.dns.clone());
+        Runtime::build(snapshot, self.version, Some(self), credentials, dns, resolved)
+    }
+
+    fn build(
+        snapshot: Arc<Snapshot>,
+        version: u64,
+        previous: Option<&Runtime>,
+        credentials: Arc<crate::tls::Credentials>,
+        dns: Arc<crate::resolve::Dns>,
+        resolved: Arc<crate::resolve::Resolved>,
+    ) -> Runtime {
         let mut clusters: Clusters = HashMap::with_capacity(snapshot.clusters.len());
         for c in &snapshot.clusters {
+            // DNS clusters balance over the addresses their names resolved to.
+            let expanded = crate::resolve::expand(c, &resolved);
+            let c = expanded.as_ref().unwrap_or(c);
+            let settings = crate::upstream::PoolSettings::of(c, &credentials, &dns);
             let old = previous.and_then(|p| p.clusters.get(&c.name));
             let state = match old {
-                Some(o) if o.same_as(c) => Arc::clone(o),
-                _ => Arc::new(ClusterState::new(c, old.map(|o| &**o))),
+                Some(o) if o.same_as(c, &settings) => Arc::clone(o),
+                _ => Arc::new(ClusterState::with_settings(c, old.map(|o| &**o), &snapshot.node, settings)),
             };
             clusters.insert(c.name.clone(), state);
         }
@@ -154,11 +218,19 @@ impl Runtime {
         let mut listeners: HashMap<Str, Vec<RtListener>> = HashMap::new();
         let mut mesh_ports: HashMap<u16, usize> = HashMap::new();
         for l in &snapshot.listeners {
-            let chains: Vec<RtChain> = l.filter_chains.iter().map(RtChain::compile).collect();
-            let needs_peek = chains.iter().any(|c| c.transport.is_some() || c.server_names || c.terminates_tls);
+            let chains: Vec<RtChain> = l.filter_chains.iter().map(|c| RtChain::compile(c, &credentials)).collect();
+            for c in &chains {
+                if let Some(Err(e)) = &c.tls {
+                    tracing::warn!(listener = %l.name, chain = %c.name, error = %e, "TLS chain cannot terminate; its handshakes are reset");
+                }
+            }
+            let needs_peek =
+                chains.iter().any(|c| c.transport.is_some() || !c.server_names.is_empty() || c.terminates_tls());
             if l.bind == BindScope::Mesh {
                 let http = chains.iter().find_map(|c| match &c.action {
-                    ChainAction::Http { route_table } if c.subnets.is_empty() && !c.server_names => {
+                    ChainAction::Http { route_table }
+                        if c.subnets.is_empty() && c.server_names.is_empty() && c.tls.is_none() =>
+                    {
                         tables.iter().position(|t| t.name == *route_table)
                     }
                     _ => None,
@@ -175,18 +247,54 @@ impl Runtime {
             });
         }
         let proxy_fallback = Table::compile(&fallback_table(&snapshot), &clusters);
+        let tcp_connections = snapshot
+            .clusters
+            .iter()
+            .map(|c| {
+                let n = previous.and_then(|p| p.tcp_connections.get(&c.name)).cloned().unwrap_or_default();
+                (c.name.clone(), n)
+            })
+            .collect();
         Runtime {
             version,
-            snapshot: Arc::new(snapshot),
+            snapshot,
             credentials,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            dns,
+            resolved,
             clusters,
             tables,
             table_index,
             listeners,
             mesh_ports,
+            tcp_connections,
             proxy_fallback,
         }
+    }
+
+    /// The count of open TCP proxy connections to `cluster` (shared with the runtimes before and after).
+    pub(crate) fn tcp_connections(&self, cluster: &str) -> Option<&Arc<std::sync::atomic::AtomicU32>> {
+        self.tcp_connections.get(cluster)
+    }
+
+    /// Terminating chains whose TLS configuration could not be built: (listener, chain, error).
+    pub fn tls_errors(&self) -> Vec<TlsChainError> {
+        let mut out: Vec<TlsChainError> = self
+            .listeners
+            .iter()
+            .flat_map(|(name, ls)| {
+                ls.iter().flat_map(move |l| {
+                    l.chains.iter().filter_map(move |c| match &c.tls {
+                        Some(Err(e)) => {
+                            Some(TlsChainError { listener: name.clone(), chain: c.name.clone(), error: e.to_string() })
+                        }
+                        _ => None,
+                    })
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.listener, &a.chain).cmp(&(&b.listener, &b.chain)));
+        out
     }
 
     pub(crate) fn listener(&self, scope: BindScope, name: &str) -> Option<&RtListener> {
@@ -209,6 +317,14 @@ impl Runtime {
     pub(crate) fn cluster(&self, name: &str) -> Option<&Arc<ClusterState>> {
         self.clusters.get(name)
     }
+}
+
+/// A terminating filter chain that resets its handshakes, and why (`/config_dump`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TlsChainError {
+    pub listener: Str,
+    pub chain: Str,
+    pub error: String,
 }
 
 /// Istio's catch-all virtual host for unknown hosts: `allow_any` when the

@@ -1,73 +1,82 @@
 //! Clusters as the data path holds them: endpoints with their connection
-//! pools, the balancer, and the circuit-breaker count.
+//! pools and outlier state, the balancer, and the circuit breakers.
 //!
-//! Each endpoint has its own hyper-util legacy `Client` per protocol
-//! (HTTP/1.1, HTTP/2 prior knowledge), created on first use, whose connector
-//! always dials that endpoint. The request URI then carries the authority the
-//! upstream should see (`reviews:9080`), which hyper sends as `Host` /
-//! `:authority`, while the pool keeps idle connections per endpoint.
-//! `PassthroughCluster` (ORIGINAL_DST) has one client that dials the
-//! request's authority itself.
+//! Each endpoint has its own [`Pool`] (HTTP/1.1 and HTTP/2 connections to
+//! that address, see `pool`), whose connector always dials that endpoint.
+//! The request URI carries the authority the upstream should see
+//! (`reviews:9080`), sent as `Host` / `:authority`. `PassthroughCluster`
+//! (ORIGINAL_DST) has one pool per destination authority, whose connector
+//! dials the request's authority itself.
 //!
-//! A cluster whose definition did not change across a reload keeps its
-//! state (pools, counters); a changed cluster keeps the pools of endpoints
-//! whose address and connection settings are unchanged.
+//! The cluster's [`Breakers`] (circuit breakers) are shared by its endpoint
+//! pools. Its [`ClusterStats`] (Envoy-named counters, `/stats`) live as long
+//! as a cluster of that name does. A cluster whose definition did not
+//! change across a reload keeps its state; a changed cluster keeps its
+//! statistics, and its breakers and the pools of endpoints whose address and
+//! connection settings are unchanged when its limits are unchanged too.
+//!
+//! Outlier detection (`outlier`) is fed by [`ClusterState::observe`] (the
+//! request path) and [`ClusterState::report_connect`] (TCP proxying); the
+//! balancers ask [`EndpointState::is_available`]. An endpoint's outlier state
+//! stays with it across reloads.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::net::TcpStream;
-use weir_compile::model::{Cluster, Discovery, Str, UpstreamProtocol};
-use weir_compile::policy::{ClusterPolicy, UNLIMITED};
+use weir_compile::model::{Cluster, Discovery, NodeSummary, Str, UpstreamProtocol};
 
-use crate::body::ReqBody;
-use crate::connect::{Connector, Target};
+use crate::connect::{Connector, Stream, Target};
 use crate::lb::Balancer;
+use crate::outlier::{Detector, HostState, Observed};
+use crate::pool::{Breakers, ClusterStats, ConnSettings, Pool};
+use crate::resolve::Dns;
+use crate::tls::Credentials;
+use crate::tls::client::{Alpn, ClientTls};
 
-pub(crate) type HttpClient = Client<Connector, ReqBody>;
-
-/// Connection settings shared by the clients of one cluster.
+/// Connection settings shared by the pools of one cluster.
 #[derive(Clone, Debug, PartialEq)]
-struct PoolSettings {
+pub(crate) struct PoolSettings {
     connect_timeout: Duration,
-    idle_timeout: Duration,
+    conn: ConnSettings,
+    dns: Arc<Dns>,
+    /// TLS origination (`None`: plaintext).
+    tls: Option<Arc<ClientTls>>,
 }
 
 impl PoolSettings {
-    fn of(policy: &ClusterPolicy) -> PoolSettings {
+    /// The settings of cluster `c`: its connection pool policy, TLS origination from `credentials`.
+    pub(crate) fn of(c: &Cluster, credentials: &Credentials, dns: &Arc<Dns>) -> PoolSettings {
+        let tls = ClientTls::build(c.policy.tls.as_deref(), credentials).map(Arc::new);
+        if let Some(e) = tls.as_ref().and_then(|t| t.error()) {
+            tracing::warn!(cluster = %c.name, "upstream TLS unavailable, connections will fail: {e}");
+        }
         PoolSettings {
-            connect_timeout: policy.connection_pool.connect_timeout,
-            idle_timeout: policy.connection_pool.idle_timeout,
+            connect_timeout: c.policy.connection_pool.connect_timeout,
+            conn: ConnSettings::of(&c.policy.connection_pool),
+            dns: dns.clone(),
+            tls,
         }
     }
 
-    fn client(&self, target: Target, http2: bool) -> HttpClient {
-        let mut b = Client::builder(TokioExecutor::new());
-        b.pool_timer(TokioTimer::new()).timer(TokioTimer::new()).pool_idle_timeout(self.idle_timeout);
-        if http2 {
-            b.http2_only(true);
-        }
-        b.build(Connector { target, timeout: self.connect_timeout })
+    /// The connector of a pool dialling `target` for HTTP/2 or HTTP/1.1 (the ALPN offered).
+    fn connector(&self, target: Target, http2: bool) -> Connector {
+        let alpn = if http2 { Alpn::Http2 } else { Alpn::Http1 };
+        Connector { target, timeout: self.connect_timeout, tls: self.tls.clone().map(|t| (t, alpn)) }
+    }
+
+    fn pool(&self, target: Target, breakers: &Arc<Breakers>) -> Arc<Pool> {
+        let connectors = [self.connector(target.clone(), false), self.connector(target, true)];
+        Arc::new(Pool::new(connectors, self.conn.clone(), breakers.clone()))
     }
 }
 
-/// A pair of lazily built clients (HTTP/1.1 and HTTP/2).
-#[derive(Debug, Default)]
-struct Clients {
-    h1: OnceLock<HttpClient>,
-    h2: OnceLock<HttpClient>,
-}
-
-impl Clients {
-    fn get(&self, settings: &PoolSettings, target: impl FnOnce() -> Target, http2: bool) -> &HttpClient {
-        let cell = if http2 { &self.h2 } else { &self.h1 };
-        cell.get_or_init(|| settings.client(target(), http2))
-    }
+/// The process's resolver (one instance, so pools compare equal across reloads).
+fn system_dns() -> Arc<Dns> {
+    static DNS: std::sync::OnceLock<Arc<Dns>> = std::sync::OnceLock::new();
+    DNS.get_or_init(Dns::system).clone()
 }
 
 /// One upstream address of a cluster.
@@ -79,22 +88,24 @@ pub(crate) struct EndpointState {
     /// Requests in flight, for least-request balancing.
     pub active: AtomicU32,
     /// When this endpoint joined the cluster (slow start).
-    #[allow(dead_code)] // read by slow start (lb)
     pub created: std::time::Instant,
     target: Target,
     settings: PoolSettings,
-    clients: Clients,
+    pool: Arc<Pool>,
+    /// Outlier detection state (ejection, consecutive errors), kept across reloads.
+    health: Arc<HostState>,
 }
 
 impl EndpointState {
-    fn new(address: &str, port: u16, weight: u32, settings: PoolSettings) -> EndpointState {
+    fn new(address: &str, port: u16, weight: u32, settings: PoolSettings, breakers: &Arc<Breakers>) -> EndpointState {
         let (target, host) = match address.parse::<std::net::IpAddr>() {
             Ok(ip) => {
                 let a = SocketAddr::new(ip, port);
                 (Target::Addr(a), a.to_string())
             }
-            Err(_) => (Target::Name(address.into(), port), format!("{address}:{port}")),
+            Err(_) => (Target::Name(address.into(), port, settings.dns.clone()), format!("{address}:{port}")),
         };
+        let pool = settings.pool(target.clone(), breakers);
         EndpointState {
             host: host.into(),
             weight,
@@ -102,30 +113,44 @@ impl EndpointState {
             created: std::time::Instant::now(),
             target,
             settings,
-            clients: Clients::default(),
+            pool,
+            health: Arc::default(),
         }
     }
 
     #[cfg(test)]
     pub fn for_test(host: &str, weight: u32) -> Arc<EndpointState> {
         let (a, p) = host.rsplit_once(':').unwrap();
-        let settings = PoolSettings { connect_timeout: Duration::from_secs(1), idle_timeout: Duration::from_secs(60) };
-        Arc::new(EndpointState::new(a, p.parse().unwrap(), weight, settings))
+        let policy = weir_compile::policy::ClusterPolicy::default();
+        let settings = PoolSettings {
+            connect_timeout: Duration::from_secs(1),
+            conn: ConnSettings::of(&policy.connection_pool),
+            dns: system_dns(),
+            tls: None,
+        };
+        let breakers = Arc::new(Breakers::new(&policy.connection_pool, Arc::default()));
+        Arc::new(EndpointState::new(a, p.parse().unwrap(), weight, settings, &breakers))
     }
 
-    pub fn client(&self, http2: bool) -> &HttpClient {
-        self.clients.get(&self.settings, || self.target.clone(), http2)
+    /// The connection pool to this endpoint.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
     }
 
     /// Whether balancers may pick this endpoint (false while outlier detection ejects it).
-    #[allow(dead_code)] // read by the balancers once outlier detection lands
+    /// One atomic load while it is not ejected.
     pub fn is_available(&self) -> bool {
-        true
+        self.health.is_available()
     }
 
-    /// A plain TCP connection to this endpoint (TCP proxying), within the connect timeout.
-    pub async fn connect_tcp(&self) -> std::io::Result<TcpStream> {
-        crate::connect::tcp(&self.target, self.settings.connect_timeout).await
+    /// Ejections of this endpoint so far.
+    pub fn ejections(&self) -> u64 {
+        self.health.ejections()
+    }
+
+    /// A connection to this endpoint for TCP proxying, within the connect timeout.
+    pub async fn connect_tcp(&self) -> std::io::Result<Stream> {
+        crate::connect::tcp(&self.target, self.settings.connect_timeout, self.settings.tls.as_ref()).await
     }
 }
 
@@ -144,23 +169,44 @@ pub(crate) struct ClusterState {
     pub original_dst: bool,
     pub endpoints: Vec<Arc<EndpointState>>,
     pub balancer: Balancer,
-    /// Requests in flight, for the circuit breaker (only counted when a limit is set).
-    pub active: AtomicU32,
-    /// Concurrent requests allowed before `UO`, for HTTP/1.1 and HTTP/2 upstreams.
-    limit_h1: u32,
-    limit_h2: u32,
+    pub breakers: Arc<Breakers>,
+    pub stats: Arc<ClusterStats>,
+    pub outlier: Option<Arc<Detector>>,
     model: Cluster,
     settings: PoolSettings,
-    passthrough: Clients,
+    /// ORIGINAL_DST: one pool per destination authority.
+    passthrough: Mutex<HashMap<Str, Arc<Pool>>>,
 }
 
+/// Destinations an ORIGINAL_DST cluster keeps pools for; beyond it the map starts over.
+const MAX_PASSTHROUGH_POOLS: usize = 1024;
+
 impl ClusterState {
-    /// Builds the state of `c`, reusing endpoint pools of `previous` where the
-    /// endpoint and its connection settings are unchanged.
-    pub fn new(c: &Cluster, previous: Option<&ClusterState>) -> ClusterState {
-        let settings = PoolSettings::of(&c.policy);
+    /// Builds the state of `c`, reusing the statistics of `previous`, and its
+    /// breakers and endpoint pools where the limits, the endpoint and its
+    /// connection settings are unchanged.
+    #[allow(dead_code)] // tests and benchmarks
+    pub fn new(c: &Cluster, previous: Option<&ClusterState>, node: &NodeSummary) -> ClusterState {
+        let settings = PoolSettings::of(c, &Credentials::empty(), &system_dns());
+        ClusterState::with_settings(c, previous, node, settings)
+    }
+
+    /// [`ClusterState::new`] with the cluster's connection settings (TLS material, resolver) given.
+    pub fn with_settings(
+        c: &Cluster,
+        previous: Option<&ClusterState>,
+        node: &NodeSummary,
+        settings: PoolSettings,
+    ) -> ClusterState {
+        let pool_policy = &c.policy.connection_pool;
+        let stats = previous.map(|p| p.stats.clone()).unwrap_or_default();
+        let reuse = previous.filter(|p| p.settings == settings && p.breakers.same_limits(pool_policy));
+        let breakers = match reuse {
+            Some(p) => p.breakers.clone(),
+            None => Arc::new(Breakers::new(pool_policy, stats.clone())),
+        };
         let mut old: HashMap<(&str, u16), &Arc<EndpointState>> = HashMap::new();
-        if let Some(p) = previous.filter(|p| p.settings == settings) {
+        if let Some(p) = reuse {
             for (e, m) in p.endpoints.iter().zip(p.model.endpoints.iter()) {
                 old.insert((&m.address, m.port), e);
             }
@@ -170,13 +216,20 @@ impl ClusterState {
             .iter()
             .map(|e| match old.get(&(&*e.address, e.port)) {
                 Some(prev) if prev.weight == e.weight => Arc::clone(prev),
-                _ => Arc::new(EndpointState::new(&e.address, e.port, e.weight, settings.clone())),
+                _ => Arc::new(EndpointState::new(&e.address, e.port, e.weight, settings.clone(), &breakers)),
             })
             .collect();
-        let balancer = Balancer::new(&c.policy.load_balancer.algorithm, &endpoints);
+        let outlier =
+            c.policy.outlier_detection.as_ref().map(|o| {
+                Arc::new(Detector::new(o, endpoints.iter().map(|e| e.health.clone()).collect(), stats.clone()))
+            });
+        if outlier.is_none() {
+            for e in &endpoints {
+                e.health.reset();
+            }
+        }
+        let balancer = Balancer::new(c, node, &endpoints);
         let (service_name, service_namespace) = split_service(&c.service);
-        let pool = &c.policy.connection_pool;
-        let limit_h1 = pool.max_requests.min(pool.max_connections.saturating_add(pool.max_pending_requests));
         ClusterState {
             name: c.name.clone(),
             service: c.service.clone(),
@@ -187,38 +240,141 @@ impl ClusterState {
             original_dst: c.discovery == Discovery::OriginalDst && c.endpoints.is_empty(),
             endpoints,
             balancer,
-            active: AtomicU32::new(0),
-            limit_h1,
-            limit_h2: pool.max_requests,
+            breakers,
+            stats,
+            outlier,
             model: c.clone(),
             settings,
-            passthrough: Clients::default(),
+            passthrough: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Whether this state can serve `c` unchanged.
-    pub fn same_as(&self, c: &Cluster) -> bool {
-        self.model == *c
+    /// Whether this state can serve `c` with `settings` unchanged.
+    pub fn same_as(&self, c: &Cluster, settings: &PoolSettings) -> bool {
+        self.model == *c && self.settings == *settings
     }
 
-    /// The client of an ORIGINAL_DST cluster.
-    pub fn passthrough_client(&self, http2: bool) -> &HttpClient {
-        self.passthrough.get(&self.settings, || Target::FromUri, http2)
+    /// Feeds outlier detection with how an attempt to `endpoint` (one of ours) ended.
+    pub fn observe(&self, endpoint: &EndpointState, what: Observed) {
+        if let Some(d) = &self.outlier {
+            d.observe(&endpoint.health, what);
+        }
     }
 
-    /// Takes a circuit-breaker slot for a request on `http2`/HTTP/1.1 connections.
-    pub fn try_acquire(self: &Arc<ClusterState>, http2: bool) -> Option<ActiveGuard> {
-        let limit = if http2 { self.limit_h2 } else { self.limit_h1 };
-        if limit == UNLIMITED {
-            // Istio's default: no breaker, so no shared counter to bump on every request.
-            return Some(ActiveGuard { cluster: None, endpoint: None });
+    /// Outlier detection for TCP proxying: whether a connection to `endpoint` was established
+    /// (a failure is a locally originated error; a success resets that count).
+    pub fn report_connect(&self, endpoint: &EndpointState, ok: bool) {
+        self.observe(endpoint, if ok { Observed::Connected } else { Observed::ConnectFailed });
+    }
+
+    /// Counts a TCP proxy connection refused by `tcp.maxConnections` (`upstream_cx_overflow`,
+    /// `weir.overflow.max_connections`).
+    pub fn tcp_overflowed(&self) {
+        self.stats.upstream_cx_overflow.fetch_add(1, Ordering::Relaxed);
+        self.stats.overflowed(crate::pool::Limit::Connections);
+    }
+
+    /// The pool of an ORIGINAL_DST cluster for `authority`.
+    pub fn passthrough_pool(&self, authority: &str) -> Arc<Pool> {
+        let mut pools = self.passthrough.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = pools.get(authority) {
+            return p.clone();
         }
-        let before = self.active.fetch_add(1, Ordering::Relaxed);
-        if before >= limit {
-            self.active.fetch_sub(1, Ordering::Relaxed);
-            return None;
+        if pools.len() >= MAX_PASSTHROUGH_POOLS {
+            pools.clear();
         }
-        Some(ActiveGuard { cluster: Some(self.clone()), endpoint: None })
+        let p = self.settings.pool(Target::FromUri(self.settings.dns.clone()), &self.breakers);
+        pools.insert(authority.into(), p.clone());
+        p
+    }
+
+    /// A guard counting a request or connection as active (on its endpoint once set).
+    pub fn guard(&self) -> ActiveGuard {
+        ActiveGuard::default()
+    }
+
+    /// The guard of a TCP proxy connection. `maxConnections` for TCP proxying is
+    /// enforced by the TCP proxy itself, so this never refuses.
+    pub fn try_acquire(self: &Arc<ClusterState>, _http2: bool) -> Option<ActiveGuard> {
+        Some(self.guard())
+    }
+}
+
+/// Whether a statistic is a counter or a gauge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StatKind {
+    Counter,
+    Gauge,
+}
+
+impl ClusterState {
+    /// The cluster's statistics with Envoy's names (`upstream_rq_pending_overflow`,
+    /// `circuit_breakers.default.rq_pending_open`, `outlier_detection.ejections_active`, ...)
+    /// and weir's overflow counts by limit (`weir.overflow.max_pending_requests`).
+    pub fn stats(&self) -> Vec<(String, u64, StatKind)> {
+        use StatKind::{Counter, Gauge};
+        let s = &*self.stats;
+        let b = &*self.breakers;
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let cx = u64::from(b.connections.load(Ordering::Relaxed));
+        let pending = u64::from(b.pending.load(Ordering::Relaxed));
+        let requests = u64::from(b.requests.load(Ordering::Relaxed));
+        let retries = u64::from(b.retries.load(Ordering::Relaxed));
+        let mut rows: Vec<(String, u64, StatKind)> = Vec::with_capacity(40);
+        let mut row = |name: &str, v: u64, k: StatKind| rows.push((name.to_string(), v, k));
+        row("upstream_cx_total", get(&s.upstream_cx_total), Counter);
+        row("upstream_cx_active", cx, Gauge);
+        row("upstream_cx_connect_fail", get(&s.upstream_cx_connect_fail), Counter);
+        row("upstream_cx_connect_timeout", get(&s.upstream_cx_connect_timeout), Counter);
+        row("upstream_cx_overflow", get(&s.upstream_cx_overflow), Counter);
+        row("upstream_cx_idle_timeout", get(&s.upstream_cx_idle_timeout), Counter);
+        row("upstream_cx_max_requests", get(&s.upstream_cx_max_requests), Counter);
+        row("upstream_cx_max_duration_reached", get(&s.upstream_cx_max_duration_reached), Counter);
+        row("upstream_rq_pending_total", get(&s.upstream_rq_pending_total), Counter);
+        row("upstream_rq_pending_active", pending, Gauge);
+        row("upstream_rq_pending_overflow", get(&s.upstream_rq_pending_overflow), Counter);
+        row("upstream_rq_retry", get(&s.upstream_rq_retry), Counter);
+        row("upstream_rq_retry_overflow", get(&s.upstream_rq_retry_overflow), Counter);
+        for (name, used, limit) in [
+            ("cx", cx, b.max_connections),
+            ("rq_pending", pending, b.max_pending),
+            ("rq", requests, b.max_requests),
+            ("rq_retry", retries, b.max_retries),
+        ] {
+            let limit = u64::from(limit);
+            row(&format!("circuit_breakers.default.{name}_open"), u64::from(used >= limit), Gauge);
+            let remaining = match name {
+                "cx" => "remaining_cx",
+                "rq_pending" => "remaining_pending",
+                "rq" => "remaining_rq",
+                _ => "remaining_retries",
+            };
+            row(&format!("circuit_breakers.default.{remaining}"), limit.saturating_sub(used), Gauge);
+        }
+        let o = &s.outlier;
+        let active = self.outlier.as_ref().map_or(0, |d| d.ejected() as u64);
+        row("outlier_detection.ejections_active", active, Gauge);
+        row("outlier_detection.ejections_enforced_total", get(&o.ejections_enforced_total), Counter);
+        row(
+            "outlier_detection.ejections_enforced_consecutive_5xx",
+            get(&o.ejections_enforced_consecutive_5xx),
+            Counter,
+        );
+        row(
+            "outlier_detection.ejections_enforced_consecutive_gateway_failure",
+            get(&o.ejections_enforced_consecutive_gateway_failure),
+            Counter,
+        );
+        row(
+            "outlier_detection.ejections_enforced_consecutive_local_origin_failure",
+            get(&o.ejections_enforced_consecutive_local_origin_failure),
+            Counter,
+        );
+        row("outlier_detection.ejections_overflow", get(&o.ejections_overflow), Counter);
+        for limit in crate::pool::Limit::ALL {
+            row(&format!("weir.overflow.{}", limit.envoy_name()), s.overflow_count(limit), Counter);
+        }
+        rows
     }
 }
 
@@ -231,11 +387,13 @@ fn split_service(fqdn: &str) -> (Str, Str) {
     }
 }
 
-/// Counts a request as active on its cluster and endpoint until dropped.
-#[derive(Debug)]
+/// Counts a request as active on its endpoint, and holds its pool lease and
+/// retry slot, until dropped (when the response is complete).
+#[derive(Debug, Default)]
 pub(crate) struct ActiveGuard {
-    cluster: Option<Arc<ClusterState>>,
     endpoint: Option<Arc<EndpointState>>,
+    lease: Option<crate::pool::Lease>,
+    retry: Option<crate::pool::RetrySlot>,
 }
 
 impl ActiveGuard {
@@ -246,13 +404,25 @@ impl ActiveGuard {
             old.active.fetch_sub(1, Ordering::Relaxed);
         }
     }
+
+    /// Holds the pool lease of the attempt whose response is being forwarded.
+    pub fn set_lease(&mut self, lease: crate::pool::Lease) {
+        self.lease = Some(lease);
+    }
+
+    /// Holds a retry slot (`maxRetries`) for the rest of the request.
+    pub fn set_retry(&mut self, slot: crate::pool::RetrySlot) {
+        self.retry = Some(slot);
+    }
+
+    /// Whether a retry slot is held already.
+    pub fn has_retry(&self) -> bool {
+        self.retry.is_some()
+    }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        if let Some(c) = &self.cluster {
-            c.active.fetch_sub(1, Ordering::Relaxed);
-        }
         if let Some(e) = &self.endpoint {
             e.active.fetch_sub(1, Ordering::Relaxed);
         }

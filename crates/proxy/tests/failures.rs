@@ -201,40 +201,6 @@ spec:
     assert_eq!(r.header("x-weir-reason").as_deref(), Some("block_all unknown.example.com"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn circuit_breaker_overflow_is_503_uo() {
-    let b = Backend::start("b").await;
-    let port = free_port();
-    let yaml = format!(
-        "{}
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: cb, namespace: default}}
-spec:
-  host: cb
-  trafficPolicy:
-    connectionPool:
-      tcp: {{maxConnections: 1}}
-      http: {{http1MaxPendingRequests: 1}}
----
-{}",
-        service("cb", port, "HTTP", &[(b.port(), "v1")]),
-        vs("cb", "  - route: [{destination: {host: cb}}]"),
-    );
-    let _proxy = Proxy::start(&yaml).await;
-    let slow = move || async move { get(port, "cb", "/", &[("x-test-delay-ms", "1500")]).await };
-    let (a, b2) = (tokio::spawn(slow()), tokio::spawn(slow()));
-    wait_for("two requests in flight", || b.count() == 2).await;
-    let r = get(port, "cb", "/", &[]).await;
-    assert_eq!(r.status, 503);
-    assert_eq!(r.body, "upstream connect error or disconnect/reset before headers. reset reason: overflow");
-    assert_eq!(r.header("x-envoy-overloaded").as_deref(), Some("true"));
-    assert!(r.header("x-weir-reason").unwrap().starts_with("UO "));
-    assert_eq!(a.await.unwrap().status, 200);
-    assert_eq!(b2.await.unwrap().status, 200);
-    assert_eq!(get(port, "cb", "/", &[]).await.status, 200, "slots are released");
-}
-
 /// A writer the test can read back.
 #[derive(Clone, Default)]
 struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);

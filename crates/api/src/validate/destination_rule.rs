@@ -46,11 +46,40 @@ pub(super) fn validate(meta: &ObjectMeta, spec: &DestinationRule, p: &P, r: &mut
     }
 
     common::export_to(ns, &spec.export_to, false, spec.workload_selector.is_some(), &p.f("exportTo"), r);
+    istio_mutual_notice(spec, p, r);
 
     if let Some(sel) = &spec.workload_selector {
         let lp = p.f("workloadSelector").f("matchLabels");
         common::workload_selector(&sel.match_labels, &lp, r);
         schema::selector_labels(r, &lp, &sel.match_labels, MAX_SELECTOR_LABELS);
+    }
+}
+
+/// What weir says about `tls.mode: ISTIO_MUTUAL` (valid in Istio; weir has no mesh identity yet).
+pub const ISTIO_MUTUAL_UNSUPPORTED: &str = "weir: tls.mode ISTIO_MUTUAL needs mesh identity (workload certificates \
+     issued by istiod), which weir does not have yet; connections to this destination fail (503 UF) instead of using \
+     plaintext: use SIMPLE or MUTUAL with your own certificates, or DISABLE";
+
+/// A warning (not Istio's: weir's own) on every `ISTIO_MUTUAL` of the rule, top level,
+/// port level and subsets, so that `weir validate` and `weir run` say why those connections fail.
+fn istio_mutual_notice(spec: &DestinationRule, p: &P, r: &mut Report) {
+    let policy = |tp: &TrafficPolicy, tp_path: &P, r: &mut Report| {
+        if tp.tls.as_ref().is_some_and(|t| t.mode == ClientTlsMode::IstioMutual) {
+            r.warn(&tp_path.f("tls").f("mode"), ISTIO_MUTUAL_UNSUPPORTED);
+        }
+        for (i, pl) in tp.port_level_settings.iter().enumerate() {
+            if pl.tls.as_ref().is_some_and(|t| t.mode == ClientTlsMode::IstioMutual) {
+                r.warn(&tp_path.f("portLevelSettings").i(i).f("tls").f("mode"), ISTIO_MUTUAL_UNSUPPORTED);
+            }
+        }
+    };
+    if let Some(tp) = &spec.traffic_policy {
+        policy(tp, &p.f("trafficPolicy"), r);
+    }
+    for (i, s) in spec.subsets.iter().enumerate() {
+        if let Some(tp) = &s.traffic_policy {
+            policy(tp, &p.f("subsets").i(i).f("trafficPolicy"), r);
+        }
     }
 }
 
@@ -1003,6 +1032,18 @@ mod tests {
             &["warmupDurationSecs: Invalid value: \"string\": must be a valid duration greater than 1ms"],
         );
         valid_warns(&lb("{warmupDurationSecs: 60s, warmup: {duration: 60s}}"), "warmupDurationSecs is ignored");
+    }
+
+    #[test]
+    fn istio_mutual_warns_everywhere() {
+        let spec = "{host: reviews, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}, portLevelSettings: [{port: {number: 80}, \
+                    tls: {mode: ISTIO_MUTUAL}}]}, subsets: [{name: v1, labels: {version: v1}, trafficPolicy: {tls: {mode: \
+                    ISTIO_MUTUAL}}}, {name: v2, labels: {version: v2}, trafficPolicy: {tls: {mode: SIMPLE}}}]}";
+        let warns = valid(spec);
+        let mtls: Vec<&String> = warns.iter().filter(|w| w.contains("needs mesh identity")).collect();
+        assert_eq!(mtls.len(), 3, "{warns:?}");
+        assert!(mtls.iter().any(|w| w.contains("trafficPolicy.portLevelSettings[0].tls.mode: ")), "{mtls:?}");
+        assert!(mtls.iter().any(|w| w.contains("subsets[0].trafficPolicy.tls.mode: ")), "{mtls:?}");
     }
 
     #[test]

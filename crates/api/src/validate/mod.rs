@@ -15,6 +15,7 @@ mod service_entry;
 mod sidecar;
 mod virtual_service;
 
+pub use destination_rule::ISTIO_MUTUAL_UNSUPPORTED;
 pub use virtual_service::{GRPC_STATUS, grpc_status_code, is_known_http_status};
 mod workload_entry;
 

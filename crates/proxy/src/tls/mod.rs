@@ -14,6 +14,9 @@
 //! `NAME-cacert`, as in Istio. Relative file paths are relative to the config
 //! directory.
 
+pub mod client;
+pub mod server;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

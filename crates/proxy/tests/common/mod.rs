@@ -3,6 +3,8 @@
 //! and raw hyper client connections.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod origination;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -349,3 +351,6 @@ spec:
 "
     )
 }
+pub mod load_balancing;
+pub mod pools;
+pub mod tls;

@@ -24,6 +24,10 @@ pub struct NodeArgs {
     /// Kubernetes cluster domain used to expand short names.
     #[arg(long, default_value = "cluster.local")]
     pub cluster_domain: String,
+    /// Locality of the node, `region/zone/subzone` (zone and subzone optional), for
+    /// locality load balancing (failover priorities and `distribute`).
+    #[arg(long)]
+    pub locality: Option<String>,
 }
 
 impl NodeArgs {
@@ -38,7 +42,13 @@ impl NodeArgs {
             labels,
             role: Role::parse(&self.role).unwrap_or_default(),
             cluster_domain: self.cluster_domain.clone(),
-            locality: None,
+            locality: match self.locality.as_deref().map(str::trim) {
+                None | Some("") => None,
+                Some(l) if l.split('/').count() > 3 || l.split('/').any(str::is_empty) => {
+                    bail!("--locality: {l:?} is not region/zone/subzone")
+                }
+                Some(l) => Some(l.to_string()),
+            },
         })
     }
 }

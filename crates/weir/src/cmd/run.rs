@@ -44,6 +44,19 @@ pub struct RunArgs {
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT (`5s`, `500ms`, `1m`).
     #[arg(long, value_name = "DUR", default_value = "5s")]
     pub drain_timeout: String,
+    /// DNS server for ServiceEntry `resolution: DNS`/`DNS_ROUND_ROBIN` hosts (`IP` or `IP:PORT`,
+    /// repeatable); default: the system's resolv.conf and /etc/hosts.
+    #[arg(long = "dns-server", value_name = "ADDR", value_parser = parse_dns_server)]
+    pub dns_servers: Vec<std::net::SocketAddr>,
+}
+
+fn parse_dns_server(s: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(a) = s.parse::<std::net::SocketAddr>() {
+        return Ok(a);
+    }
+    s.parse::<std::net::IpAddr>()
+        .map(|ip| std::net::SocketAddr::new(ip, 53))
+        .map_err(|_| format!("{s:?} is not an IP address or IP:PORT"))
 }
 
 impl RunArgs {
@@ -64,6 +77,7 @@ impl RunArgs {
         };
         o.reason_header_gateway = self.reason_header;
         o.drain_timeout = parse_duration(&self.drain_timeout).context("--drain-timeout")?;
+        o.dns_servers = self.dns_servers.clone();
         Ok(o)
     }
 }
@@ -169,5 +183,23 @@ mod tests {
         assert!(options(&["--config", "c", "--labels", "novalue"]).is_err());
         assert!(options(&["--config", "c", "--admin", "localhost"]).is_err());
         assert!(options(&[]).is_err());
+    }
+
+    #[test]
+    fn locality_flag() {
+        let o = options(&["--config", "c", "--locality", "us-east/zone-a/rack1"]).unwrap();
+        assert_eq!(o.node.locality.as_deref(), Some("us-east/zone-a/rack1"));
+        assert_eq!(options(&["--config", "c", "--locality", "eu"]).unwrap().node.locality.as_deref(), Some("eu"));
+        assert!(options(&["--config", "c", "--locality", "a//c"]).is_err());
+        assert!(options(&["--config", "c", "--locality", "a/b/c/d"]).is_err());
+    }
+
+    #[test]
+    fn dns_servers() {
+        let o = options(&["--config", "c", "--dns-server", "127.0.0.1:5353", "--dns-server", "10.0.0.2"]).unwrap();
+        let got: Vec<String> = o.dns_servers.iter().map(ToString::to_string).collect();
+        assert_eq!(got, ["127.0.0.1:5353", "10.0.0.2:53"]);
+        assert!(options(&["--config", "c"]).unwrap().dns_servers.is_empty());
+        assert!(options(&["--config", "c", "--dns-server", "dns.example"]).is_err());
     }
 }
