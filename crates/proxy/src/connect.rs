@@ -24,6 +24,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use weir_compile::policy::TcpKeepalive;
 
 use crate::resolve::Dns;
 use crate::tls::client::{Alpn, ClientTls};
@@ -47,6 +48,8 @@ pub(crate) struct Connector {
     pub(crate) timeout: Duration,
     /// TLS origination and the ALPN to offer.
     pub(crate) tls: Option<(Arc<ClientTls>, Alpn)>,
+    /// `SO_KEEPALIVE` settings (DestinationRule `connectionPool.tcp.tcpKeepalive`).
+    pub(crate) keepalive: Option<TcpKeepalive>,
 }
 
 /// An upstream connection: plain TCP or TLS over TCP.
@@ -163,6 +166,11 @@ impl Connector {
                 }
             };
             let _ = tcp.set_nodelay(true);
+            if let Some(ka) = &self.keepalive
+                && let Err(e) = set_keepalive(&tcp, ka)
+            {
+                tracing::debug!(error = %e, "cannot set TCP keep-alive on an upstream connection");
+            }
             match &self.tls {
                 None => Ok(Stream::Plain(tcp)),
                 Some((tls, alpn)) => handshake(tls, *alpn, host, tcp).await,
@@ -204,10 +212,68 @@ async fn handshake(tls: &ClientTls, alpn: Alpn, host: Option<&str>, tcp: TcpStre
 
 /// A connection to a fixed target (not [`Target::FromUri`]) for TCP proxying, within
 /// `timeout`, with `TCP_NODELAY`, over TLS when `tls` is set (no ALPN; SNI from `sni` only).
-pub(crate) async fn tcp(target: &Target, timeout: Duration, tls: Option<&Arc<ClientTls>>) -> std::io::Result<Stream> {
+pub(crate) async fn tcp(
+    target: &Target,
+    timeout: Duration,
+    tls: Option<&Arc<ClientTls>>,
+    keepalive: Option<&TcpKeepalive>,
+) -> std::io::Result<Stream> {
     if let Target::FromUri(_) = target {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "no destination"));
     }
-    let c = Connector { target: target.clone(), timeout, tls: tls.map(|t| (t.clone(), Alpn::Tcp)) };
+    let c = Connector {
+        target: target.clone(),
+        timeout,
+        tls: tls.map(|t| (t.clone(), Alpn::Tcp)),
+        keepalive: keepalive.cloned(),
+    };
     c.connect(None, None).await
+}
+
+/// Turns on `SO_KEEPALIVE` with the configured idle time, probe interval and probe count
+/// (unset ones keep the system defaults, as Envoy does).
+fn set_keepalive(tcp: &TcpStream, ka: &TcpKeepalive) -> std::io::Result<()> {
+    let mut k = socket2::TcpKeepalive::new();
+    if let Some(t) = ka.time {
+        k = k.with_time(t);
+    }
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "macos", target_os = "freebsd"))]
+    {
+        if let Some(i) = ka.interval {
+            k = k.with_interval(i);
+        }
+        if let Some(p) = ka.probes {
+            k = k.with_retries(p);
+        }
+    }
+    socket2::SockRef::from(tcp).set_tcp_keepalive(&k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tcp_keepalive_settings_reach_the_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = Target::Addr(listener.local_addr().unwrap());
+        let ka = TcpKeepalive {
+            probes: Some(4),
+            time: Some(Duration::from_secs(30)),
+            interval: Some(Duration::from_secs(7)),
+        };
+        let Stream::Plain(s) = tcp(&target, Duration::from_secs(1), None, Some(&ka)).await.unwrap() else {
+            panic!("plain TCP expected")
+        };
+        let sock = socket2::SockRef::from(&s);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), Duration::from_secs(30));
+        assert_eq!(sock.tcp_keepalive_interval().unwrap(), Duration::from_secs(7));
+        assert_eq!(sock.tcp_keepalive_retries().unwrap(), 4);
+
+        let Stream::Plain(s) = tcp(&target, Duration::from_secs(1), None, None).await.unwrap() else {
+            panic!("plain TCP expected")
+        };
+        assert!(!socket2::SockRef::from(&s).keepalive().unwrap(), "off unless configured");
+    }
 }

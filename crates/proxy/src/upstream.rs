@@ -44,6 +44,7 @@ pub(crate) struct PoolSettings {
     dns: Arc<Dns>,
     /// TLS origination (`None`: plaintext).
     tls: Option<Arc<ClientTls>>,
+    keepalive: Option<weir_compile::policy::TcpKeepalive>,
 }
 
 impl PoolSettings {
@@ -58,13 +59,19 @@ impl PoolSettings {
             conn: ConnSettings::of(&c.policy.connection_pool),
             dns: dns.clone(),
             tls,
+            keepalive: c.policy.connection_pool.tcp_keepalive.clone(),
         }
     }
 
     /// The connector of a pool dialling `target` for HTTP/2 or HTTP/1.1 (the ALPN offered).
     fn connector(&self, target: Target, http2: bool) -> Connector {
         let alpn = if http2 { Alpn::Http2 } else { Alpn::Http1 };
-        Connector { target, timeout: self.connect_timeout, tls: self.tls.clone().map(|t| (t, alpn)) }
+        Connector {
+            target,
+            timeout: self.connect_timeout,
+            tls: self.tls.clone().map(|t| (t, alpn)),
+            keepalive: self.keepalive.clone(),
+        }
     }
 
     fn pool(&self, target: Target, breakers: &Arc<Breakers>) -> Arc<Pool> {
@@ -127,6 +134,7 @@ impl EndpointState {
             conn: ConnSettings::of(&policy.connection_pool),
             dns: system_dns(),
             tls: None,
+            keepalive: None,
         };
         let breakers = Arc::new(Breakers::new(&policy.connection_pool, Arc::default()));
         Arc::new(EndpointState::new(a, p.parse().unwrap(), weight, settings, &breakers))
@@ -150,7 +158,8 @@ impl EndpointState {
 
     /// A connection to this endpoint for TCP proxying, within the connect timeout.
     pub async fn connect_tcp(&self) -> std::io::Result<Stream> {
-        crate::connect::tcp(&self.target, self.settings.connect_timeout, self.settings.tls.as_ref()).await
+        let s = &self.settings;
+        crate::connect::tcp(&self.target, s.connect_timeout, s.tls.as_ref(), s.keepalive.as_ref()).await
     }
 }
 
