@@ -12,8 +12,8 @@ use crate::compile::{Builder, Context};
 use crate::listener::{listener_name, order_chains, server_names};
 use crate::message::{Messages, code};
 use crate::model::{
-    BindScope, CertificateFiles, ChainAction, ChainMatch, FilterChain, Listener, ListenerRole, Route, RouteTable,
-    ServerTls, Str, TcpRoute, Transport, VirtualHost,
+    BindScope, CertificateFiles, ChainAction, ChainMatch, FilterChain, Listener, ListenerRole, Route, RouteAction,
+    RouteTable, ServerTls, Str, TcpRoute, Transport, VirtualHost,
 };
 use crate::registry::Location;
 use crate::store::Cfg;
@@ -755,15 +755,22 @@ fn collapse(drafts: BTreeMap<Str, VhostDraft>) -> Vec<VirtualHost> {
     let mut hosts: Vec<(Str, VhostDraft)> = drafts.into_iter().collect();
     hosts.sort_by(|a, b| crate::host::more_specific(&a.0, &b.0));
     let mut out: Vec<VirtualHost> = Vec::new();
+    // Virtual hosts by a digest of what equal route lists share (names, clusters), so that
+    // finding the one with the same routes compares a few candidates, not all of them.
+    let mut by_digest: HashMap<u64, Vec<usize>> = HashMap::new();
     for (host, d) in hosts {
-        match out.iter_mut().find(|v| v.require_tls == d.require_tls && v.routes == d.routes) {
-            Some(v) => v.domains.push(host),
-            None => out.push(VirtualHost {
-                name: d.name,
-                domains: vec![host],
-                routes: d.routes,
-                require_tls: d.require_tls,
-            }),
+        let candidates = by_digest.entry(routes_digest(d.require_tls, &d.routes)).or_default();
+        match candidates.iter().copied().find(|&i| out[i].require_tls == d.require_tls && out[i].routes == d.routes) {
+            Some(i) => out[i].domains.push(host),
+            None => {
+                candidates.push(out.len());
+                out.push(VirtualHost {
+                    name: d.name,
+                    domains: vec![host],
+                    routes: d.routes,
+                    require_tls: d.require_tls,
+                });
+            }
         }
     }
     for v in &mut out {
@@ -773,6 +780,25 @@ fn collapse(drafts: BTreeMap<Str, VhostDraft>) -> Vec<VirtualHost> {
         v.routes = specific;
     }
     out
+}
+
+/// A hash of the parts of a route list that equal lists have in common: the
+/// route names and the clusters they forward to (equal lists, equal digests).
+fn routes_digest(require_tls: bool, routes: &[Route]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    require_tls.hash(&mut h);
+    routes.len().hash(&mut h);
+    for r in routes {
+        r.name.hash(&mut h);
+        if let RouteAction::Forward { clusters, .. } = &r.action {
+            for c in clusters {
+                c.cluster.hash(&mut h);
+                c.weight.hash(&mut h);
+            }
+        }
+    }
+    h.finish()
 }
 
 #[cfg(test)]

@@ -271,7 +271,7 @@ pub fn clusters(state: &State) -> String {
             };
             let state = cs.and_then(|cs| cs.endpoints.get(i));
             if let Some(s) = state {
-                let _ = writeln!(out, "{name}::{host}::cx_active::{}", s.pool().open_connections());
+                let _ = writeln!(out, "{name}::{host}::cx_active::{}", s.open_connections());
                 let _ = writeln!(out, "{name}::{host}::rq_active::{}", s.active.load(Ordering::Relaxed));
             }
             let _ = writeln!(out, "{name}::{host}::weight::{}", e.weight);

@@ -7,15 +7,29 @@
 //! `file:line: Kind ns/name: field: message`), the previous snapshot keeps
 //! serving, and `/config_dump` shows the errors.
 //!
-//! Watching polls a cheap fingerprint of the directory (path, size, mtime,
-//! inode and ctime of every config file) every [`POLL_INTERVAL`]; a change is
-//! loaded once the fingerprint is the same on two polls in a row (so a file
-//! being written is not loaded half-written), which puts a valid change in
-//! service within about half a second. SIGHUP reloads at once.
+//! Watching: file events (inotify through `notify`, recursive) and a poll of a
+//! cheap fingerprint of the directory (path, size, mtime, inode and ctime of
+//! every config file, plus the TLS files the config names) every
+//! [`POLL_INTERVAL`]. A file closed after writing, renamed over, or removed is
+//! loaded at once ([`Reloader::on_events`]); a file still open for writing is
+//! not read. Changes seen only by polling (no events: other systems, inotify
+//! limits, network file systems, TLS files outside the directory) are loaded
+//! once the fingerprint is the same on two polls in a row. SIGHUP reloads at once.
+//!
+//! Reloading is incremental where that is safe: [`FileCache`] keeps each file's
+//! parsed and validated objects by the file's stamp (one edited file is one
+//! file parsed), and the service registry is reused while its inputs are the
+//! same objects. Compiling and building the runtime are done in full (the
+//! runtime keeps the state of unchanged clusters). The runtime a reload
+//! replaces is freed by the first watcher tick 300 ms or more later, then the memory the
+//! load freed is given back to the system ([`release_free_memory`]).
+//!
+//! Timings of each phase are logged at debug level (`RUST_LOG=weir_proxy::reload=debug`).
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use weir_api::LoadOptions;
 use weir_api::load::MESH_CONFIG_FILE;
@@ -48,12 +62,207 @@ pub struct Compiled {
 /// Loads `dir` (a directory, or a single file) for `node`: every file must
 /// parse and every object must be valid, else the errors are returned
 /// (`file:line: Kind ns/name: field: message`), in file and line order.
+///
+/// The parsed files are handed to the next [`Reloader`] of the same directory
+/// (see [`FileCache`]), so the first reload after `weir run` starts only parses
+/// what changed.
 pub fn load(dir: &Path, node: &Node) -> Result<Compiled, Vec<String>> {
-    let loaded = weir_api::load_paths(&[dir], &LoadOptions { default_namespace: "default".into() });
-    let checked = weir_api::check::check(&loaded);
-    let mut errors: Vec<String> = checked.errors.iter().map(ToString::to_string).collect();
+    let mut cache = FileCache::default();
+    let result = load_with(dir, node, &mut cache);
+    *PRIMED.lock().unwrap_or_else(|e| e.into_inner()) = Some((dir.to_path_buf(), cache));
+    result
+}
+
+/// The cache of the last [`load`], taken by the next [`Reloader`] of that directory.
+static PRIMED: std::sync::Mutex<Option<(PathBuf, FileCache)>> = std::sync::Mutex::new(None);
+
+fn take_primed(dir: &Path) -> FileCache {
+    let mut slot = PRIMED.lock().unwrap_or_else(|e| e.into_inner());
+    match slot.take() {
+        Some((d, cache)) if d == dir => cache,
+        other => {
+            *slot = other;
+            FileCache::default()
+        }
+    }
+}
+
+/// Parsed and validated config files by path, reused while a file's stamp
+/// (size, mtime, inode, ctime: as the watcher's [`Fingerprint`]) is unchanged:
+/// a reload after one edited file parses and validates that file only. A
+/// file's valid objects are kept as the config store holds them (`Arc`s), so
+/// the store of a reload is assembled without copying objects.
+#[derive(Default)]
+pub struct FileCache {
+    files: HashMap<PathBuf, CachedFile>,
+    /// Files parsed by the last load (the rest came from the cache).
+    parsed: usize,
+    /// The registry of the last load, reused while its inputs are the same objects.
+    registry: Option<RegistryMemo>,
+    registry_reused: bool,
+}
+
+/// A registry with what it was built from: the ServiceEntries, WorkloadEntries and
+/// WorkloadGroups (the same `Arc`s: unchanged files keep theirs), the mesh config and node.
+struct RegistryMemo {
+    service_entries: Vec<Arc<weir_compile::store::Cfg<weir_api::types::ServiceEntry>>>,
+    workload_entries: Vec<Arc<weir_compile::store::Cfg<weir_api::types::WorkloadEntry>>>,
+    workload_groups: Vec<Arc<weir_compile::store::Cfg<weir_api::types::WorkloadGroup>>>,
+    mesh: MeshConfig,
+    node: Node,
+    registry: Registry,
+    messages: Messages,
+}
+
+impl RegistryMemo {
+    fn fits(&self, store: &ConfigStore, mesh: &MeshConfig, node: &Node) -> bool {
+        fn same<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
+        }
+        same(&self.service_entries, &store.service_entries)
+            && same(&self.workload_entries, &store.workload_entries)
+            && same(&self.workload_groups, &store.workload_groups)
+            && self.mesh == *mesh
+            && self.node == *node
+    }
+}
+
+impl FileCache {
+    /// Config files the cache holds.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+    /// Files that the last load had to parse (not found in the cache, or changed).
+    pub fn parsed_last(&self) -> usize {
+        self.parsed
+    }
+    /// Whether the last load reused the registry of the load before (no ServiceEntry,
+    /// WorkloadEntry or WorkloadGroup changed).
+    pub fn registry_reused_last(&self) -> bool {
+        self.registry_reused
+    }
+}
+
+/// One config file as loaded and validated.
+struct CachedFile {
+    stamp: Stamp,
+    /// The file could not be read or parsed.
+    errors: Vec<weir_api::LoadError>,
+    /// Validation findings of its objects, in line order.
+    findings: Vec<weir_api::check::Row>,
+    /// Its objects (when none has an error: an invalid file rejects the whole change anyway).
+    store: ConfigStore,
+    /// Objects of other kinds (Secrets for credentials).
+    others: Vec<weir_api::types::OtherObject>,
+    objects: usize,
+}
+
+impl CachedFile {
+    fn load(path: &Path, stamp: Stamp, opts: &LoadOptions) -> CachedFile {
+        let loaded = weir_api::load::load_file(path, opts);
+        let checked = weir_api::check::check(&loaded);
+        let objects = loaded.objects.len();
+        let valid =
+            checked.errors.is_empty() && checked.findings.iter().all(|r| r.severity != weir_api::Severity::Error);
+        let store = if valid { ConfigStore::new(loaded.objects) } else { ConfigStore::default() };
+        CachedFile { stamp, errors: checked.errors, findings: checked.findings, store, others: loaded.others, objects }
+    }
+}
+
+/// Istio's processing order of the store (creation time, name, namespace), as `ConfigStore::new` sorts.
+fn sort_store(s: &mut ConfigStore) {
+    fn sort<T>(v: &mut [Arc<weir_compile::store::Cfg<T>>]) {
+        fn key<T>(c: &weir_compile::store::Cfg<T>) -> (&str, &str, &str) {
+            (c.meta.creation_timestamp.as_deref().unwrap_or(""), &c.name, &c.namespace)
+        }
+        v.sort_by(|a, b| key(a).cmp(&key(b)));
+    }
+    sort(&mut s.virtual_services);
+    sort(&mut s.destination_rules);
+    sort(&mut s.gateways);
+    sort(&mut s.service_entries);
+    sort(&mut s.sidecars);
+    sort(&mut s.workload_entries);
+    sort(&mut s.workload_groups);
+}
+
+/// [`load`] with a cache of parsed files: files whose stamp did not change
+/// since they were cached are not read again. The result is the same as
+/// [`load`]'s.
+pub fn load_with(dir: &Path, node: &Node, cache: &mut FileCache) -> Result<Compiled, Vec<String>> {
+    load_stamped(dir, node, cache, None)
+}
+
+/// The config files of `dir` with their stamps, in the loader's order, from a fingerprint of
+/// `dir` just taken (saves walking and stat-ing the directory again). `None` when the
+/// fingerprint saw an unreadable entry or `dir` is a single file: the loader then walks itself,
+/// so that it reports the error as it always does.
+fn files_of(dir: &Path, stamps: &[Stamp]) -> Option<Vec<(PathBuf, Stamp)>> {
+    if !dir.is_dir() || stamps.iter().any(|s| s.error) {
+        return None;
+    }
+    let mut files: Vec<(PathBuf, Stamp)> = stamps
+        .iter()
+        .filter(|s| s.path.file_name().is_some_and(|n| n != MESH_CONFIG_FILE))
+        .map(|s| (s.path.clone(), s.clone()))
+        .collect();
+    // `config_files`' order: in each directory its files by name, then its subdirectories by name.
+    files.sort_by_cached_key(|(p, _)| walk_key(p.strip_prefix(dir).unwrap_or(p)));
+    Some(files)
+}
+
+/// Sort key of depth-first order with a directory's files before its subdirectories, each by
+/// name: per path component, whether it is a directory (all but the last), then its name.
+fn walk_key(path: &Path) -> Vec<(bool, std::ffi::OsString)> {
+    let n = path.components().count();
+    path.components().enumerate().map(|(i, c)| (i + 1 < n, c.as_os_str().to_os_string())).collect()
+}
+
+/// [`load_with`], with the files and their stamps already known (see [`files_of`]).
+fn load_stamped(
+    dir: &Path,
+    node: &Node,
+    cache: &mut FileCache,
+    known: Option<Vec<(PathBuf, Stamp)>>,
+) -> Result<Compiled, Vec<String>> {
+    let t0 = Instant::now();
+    let opts = LoadOptions { default_namespace: "default".into() };
+    let mut errors: Vec<String> = Vec::new();
+    let mut files = HashMap::new();
+    let stamped = known.unwrap_or_else(|| {
+        let paths = weir_api::load::config_files(dir).unwrap_or_else(|e| {
+            errors.push(e.to_string());
+            Vec::new()
+        });
+        // The stamp is taken before reading: a write after it is a new stamp, seen by the next poll.
+        paths.into_iter().map(|p| (p.clone(), stamp(&p, std::fs::metadata(&p)))).collect()
+    });
+    let paths: Vec<&PathBuf> = stamped.iter().map(|(p, _)| p).collect();
+    cache.parsed = 0;
+    for (path, stamp) in &stamped {
+        let stamp = stamp.clone();
+        let file = match cache.files.remove(path) {
+            Some(f) if f.stamp == stamp && !stamp.error => f,
+            _ => {
+                cache.parsed += 1;
+                CachedFile::load(path, stamp, &opts)
+            }
+        };
+        files.insert(path.clone(), file);
+    }
+    cache.files = files;
+    let t_parse = t0.elapsed();
+
+    let ordered: Vec<&CachedFile> = paths.iter().filter_map(|p| cache.files.get(*p)).collect();
+    let in_order = || ordered.iter().copied();
+    errors.extend(in_order().flat_map(|f| &f.errors).map(ToString::to_string));
+    let mut findings: Vec<&weir_api::check::Row> = in_order().flat_map(|f| &f.findings).collect();
+    findings.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     let mut warnings = Vec::new();
-    for r in &checked.findings {
+    for r in findings {
         let field = if r.path.is_empty() { String::new() } else { format!("{}: ", r.path) };
         let line = format!("{}:{}: {} {}/{}: {field}{}", r.file, r.line, r.kind, r.namespace, r.name, r.message);
         match r.severity {
@@ -80,15 +289,48 @@ pub fn load(dir: &Path, node: &Node) -> Result<Compiled, Vec<String>> {
         }
         return Err(errors);
     }
-    let objects = loaded.objects.len();
+    let objects = in_order().map(|f| f.objects).sum();
+    let mut store = ConfigStore::default();
+    let count = |f: fn(&ConfigStore) -> usize| in_order().map(|c| f(&c.store)).sum::<usize>();
+    store.virtual_services.reserve(count(|s| s.virtual_services.len()));
+    store.service_entries.reserve(count(|s| s.service_entries.len()));
+    for f in in_order() {
+        let s = &f.store;
+        store.virtual_services.extend(s.virtual_services.iter().cloned());
+        store.destination_rules.extend(s.destination_rules.iter().cloned());
+        store.gateways.extend(s.gateways.iter().cloned());
+        store.service_entries.extend(s.service_entries.iter().cloned());
+        store.sidecars.extend(s.sidecars.iter().cloned());
+        store.workload_entries.extend(s.workload_entries.iter().cloned());
+        store.workload_groups.extend(s.workload_groups.iter().cloned());
+    }
+    sort_store(&mut store);
+    let others: Vec<weir_api::types::OtherObject> = in_order().flat_map(|f| f.others.iter().cloned()).collect();
+    let t_store = t0.elapsed();
+    let mut t_registry = Duration::ZERO;
+    let memo = cache.registry.take().filter(|m| m.fits(&store, &mesh, node));
+    let reused = memo.is_some();
+    cache.registry_reused = reused;
     let compiled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let store = ConfigStore::from_loaded(&loaded);
-        let mut messages = Messages::default();
-        let registry = Registry::from_config(&store, &mesh, node, &mut messages);
-        let snapshot = weir_compile::compile(Input { config: &store, registry: &registry, mesh: &mesh }, node);
-        (snapshot, messages)
+        let memo = memo.unwrap_or_else(|| {
+            let mut messages = Messages::default();
+            let registry = Registry::from_config(&store, &mesh, node, &mut messages);
+            RegistryMemo {
+                service_entries: store.service_entries.clone(),
+                workload_entries: store.workload_entries.clone(),
+                workload_groups: store.workload_groups.clone(),
+                mesh: mesh.clone(),
+                node: node.clone(),
+                registry,
+                messages,
+            }
+        });
+        t_registry = t0.elapsed();
+        let snapshot = weir_compile::compile(Input { config: &store, registry: &memo.registry, mesh: &mesh }, node);
+        (snapshot, memo)
     }));
-    let (snapshot, messages) = match compiled {
+    let t_compile = t0.elapsed();
+    let (snapshot, memo) = match compiled {
         Ok(c) => c,
         Err(panic) => {
             let what = panic
@@ -99,22 +341,57 @@ pub fn load(dir: &Path, node: &Node) -> Result<Compiled, Vec<String>> {
             return Err(vec![format!("{}: internal error: the compiler failed: {what}", dir.display())]);
         }
     };
-    let (credentials, tls_warnings) = crate::tls::Credentials::load(&loaded.others, &snapshot, &node.namespace, dir);
+    let (credentials, tls_warnings) = crate::tls::Credentials::load(&others, &snapshot, &node.namespace, dir);
     warnings.extend(tls_warnings);
-    for m in messages.iter().chain(&snapshot.messages) {
+    tracing::debug!(
+        objects,
+        files = paths.len(),
+        parsed = cache.parsed,
+        registry_reused = reused,
+        parse_validate_ms = ms(t_parse),
+        store_ms = ms(t_store - t_parse),
+        registry_ms = ms(t_registry.saturating_sub(t_store)),
+        compile_ms = ms(t_compile.saturating_sub(t_registry)),
+        credentials_ms = ms(t0.elapsed() - t_compile),
+        "config loaded"
+    );
+    for m in memo.messages.iter().chain(&snapshot.messages) {
         if m.level != Level::Info {
             let at = m.origin.as_deref().map(|o| format!("{o}: ")).unwrap_or_default();
             warnings.push(format!("{at}{m}"));
         }
     }
+    cache.registry = Some(memo);
     Ok(Compiled { snapshot, warnings, objects, credentials })
+}
+
+/// Gives the memory the allocator holds free back to the system.
+///
+/// glibc's malloc keeps the pages a load freed (parsing and compiling a large
+/// config peaks at several times what the served snapshot keeps) in its arenas;
+/// `malloc_trim` releases them. Called after the first load and after each
+/// reload, on the reload thread, off the request path.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: `malloc_trim` takes no pointers and has no preconditions; glibc
+    // locks each arena while it returns that arena's free pages (madvise).
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Milliseconds with a fraction, for timing logs.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
 }
 
 /// Cheap identity of a config directory's contents: one stamp per config
 /// file (`*.yaml`, `*.yml`, `*.json` below it, hidden entries skipped, and
 /// `weir-mesh.yaml`). Equal fingerprints mean nothing was edited.
+/// The second field counts the stamps of the directory itself (the rest: TLS files the config names).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Fingerprint(Vec<Stamp>);
+pub struct Fingerprint(Vec<Stamp>, usize);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Stamp {
@@ -148,7 +425,8 @@ pub fn fingerprint(path: &Path) -> Fingerprint {
         Err(e) => out.push(stamp(path, Err(e))),
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));
-    Fingerprint(out)
+    let n = out.len();
+    Fingerprint(out, n)
 }
 
 fn walk(dir: &Path, depth: usize, out: &mut Vec<Stamp>) {
@@ -217,6 +495,21 @@ pub struct Reloader {
     seen: Fingerprint,
     /// A change seen but not loaded yet, and for how many polls it has been moving.
     pending: Option<(Fingerprint, u32)>,
+    /// Parsed files of the last load (the first one is [`load`]'s, when it loaded this directory).
+    cache: FileCache,
+    /// Config files being written in place (modified, not closed yet), from file events.
+    writing: std::collections::HashSet<PathBuf>,
+    /// A file event reported a finished change (closed after writing, renamed, removed).
+    finished: bool,
+    /// Runtimes replaced by reloads, freed by [`Reloader::tidy`].
+    retired: Vec<(Instant, Arc<Runtime>)>,
+    /// Memory was freed since the last [`release_free_memory`].
+    trim: bool,
+    /// Replaced runtimes wait for [`Reloader::tidy`] (the watcher's ticks) instead of being freed at once.
+    deferred_frees: bool,
+    /// When the last event-driven load started, and how far apart they must be.
+    last_event_load: Option<Instant>,
+    min_event_gap: Duration,
 }
 
 impl Reloader {
@@ -224,7 +517,38 @@ impl Reloader {
     /// serving snapshot (take it before loading, so edits made during the
     /// load are seen).
     pub fn new(state: Arc<State>, loaded: Fingerprint) -> Reloader {
-        Reloader { state, seen: loaded, pending: None }
+        let cache = take_primed(&state.options.config_dir);
+        Reloader {
+            state,
+            seen: loaded,
+            pending: None,
+            cache,
+            writing: Default::default(),
+            finished: false,
+            retired: Vec::new(),
+            trim: false,
+            deferred_frees: false,
+            last_event_load: None,
+            min_event_gap: EVENT_MIN_GAP,
+        }
+    }
+
+    /// The parsed files kept between reloads.
+    pub fn cache(&self) -> &FileCache {
+        &self.cache
+    }
+
+    /// Frees the runtimes that reloads replaced and gives the memory freed by loads back to the
+    /// system (the watcher calls it on each poll tick, so never right after a swap).
+    pub fn tidy(&mut self) {
+        // Not in the first moments of the new version: those are for its first requests.
+        if self.retired.iter().any(|(at, _)| at.elapsed() < RETIRE_AFTER) {
+            return;
+        }
+        self.retired.clear();
+        if std::mem::take(&mut self.trim) {
+            release_free_memory();
+        }
     }
 
     /// One poll: loads when the directory changed and has settled.
@@ -235,7 +559,10 @@ impl Reloader {
             return Outcome::Unchanged;
         }
         match self.pending.take() {
-            Some((prev, polls)) if prev == now || polls >= MAX_SETTLE_POLLS => self.reload_with(now),
+            Some((prev, polls)) if prev == now || polls >= MAX_SETTLE_POLLS => {
+                self.writing.clear();
+                self.reload_with(now)
+            }
             Some((_, polls)) => {
                 self.pending = Some((now, polls + 1));
                 Outcome::Settling
@@ -245,6 +572,66 @@ impl Reloader {
                 Outcome::Settling
             }
         }
+    }
+
+    /// Takes note of a file event (from [`spawn_watcher`]'s inotify watch): an in-place
+    /// write in progress, or a finished change (closed after writing, renamed, removed).
+    pub fn note_event(&mut self, event: &notify::Event) {
+        use notify::EventKind::{Access, Create, Modify, Remove};
+        use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+        // No path: the watch lost events (queue overflow); have the directory checked.
+        self.finished |= event.paths.is_empty();
+        for path in &event.paths {
+            let config =
+                path.file_name().and_then(|n| n.to_str()).is_some_and(|n| !n.starts_with('.') && is_watched(n));
+            match event.kind {
+                Access(AccessKind::Close(AccessMode::Write)) => {
+                    self.writing.remove(path);
+                    self.finished |= config;
+                }
+                Create(CreateKind::File | CreateKind::Any) | Modify(ModifyKind::Data(_) | ModifyKind::Any)
+                    if config =>
+                {
+                    self.writing.insert(path.clone());
+                }
+                // Renames of any entry count: Kubernetes swaps a hidden `..data` symlink.
+                Modify(ModifyKind::Name(_)) | Remove(_) | Create(CreateKind::Folder) => {
+                    self.writing.remove(path);
+                    self.finished = true;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// After file events: loads at once when a change finished and no config file is
+    /// still being written in place (those wait for their close, or settle as polls see them).
+    /// Event-driven loads are at least [`EVENT_MIN_GAP`] apart (a file rewritten many times a
+    /// second makes one load per gap, released by a timer).
+    pub fn on_events(&mut self) -> Outcome {
+        if !self.writing.is_empty() {
+            return Outcome::Settling;
+        }
+        if !self.finished {
+            return Outcome::Unchanged;
+        }
+        if self.held_until().is_some() {
+            return Outcome::Settling;
+        }
+        self.finished = false;
+        let now = self.fingerprint_now();
+        if now == self.seen {
+            return Outcome::Unchanged;
+        }
+        self.pending = None;
+        self.last_event_load = Some(Instant::now());
+        self.reload_with(now)
+    }
+
+    /// When a finished change held back by [`EVENT_MIN_GAP`] may load.
+    fn held_until(&self) -> Option<Instant> {
+        let at = self.last_event_load? + self.min_event_gap;
+        (self.finished && self.writing.is_empty() && at > Instant::now()).then_some(at)
     }
 
     /// Loads now, changed or not (SIGHUP).
@@ -266,24 +653,47 @@ impl Reloader {
     }
 
     fn reload_with(&mut self, fp: Fingerprint) -> Outcome {
-        self.seen = fp;
         let options = &self.state.options;
-        match load(&options.config_dir, &options.node) {
-            Ok(compiled) => apply(&self.state, compiled),
+        let t0 = Instant::now();
+        let known = files_of(&options.config_dir, &fp.0[..fp.1.min(fp.0.len())]);
+        self.seen = fp;
+        let outcome = match load_stamped(&options.config_dir, &options.node, &mut self.cache, known) {
+            Ok(compiled) => {
+                let t_load = t0.elapsed();
+                let (outcome, previous) = apply_retiring(&self.state, compiled);
+                tracing::debug!(load_ms = ms(t_load), total_ms = ms(t0.elapsed()), "reload done");
+                // The watcher frees it at a tick 300 ms or more later: dropping a large runtime takes as long
+                // as building it, and the new one should have the CPU for its first requests.
+                if self.deferred_frees {
+                    self.retired.extend(previous.map(|p| (Instant::now(), p)));
+                } else {
+                    drop(previous);
+                    release_free_memory();
+                }
+                outcome
+            }
             Err(errors) => {
                 reject(&self.state, &errors);
                 Outcome::Rejected(errors)
             }
-        }
+        };
+        self.trim = self.deferred_frees;
+        outcome
     }
 }
 
 /// Publishes `compiled` as the next version (unless it equals the serving snapshot).
 pub fn apply(state: &State, compiled: Compiled) -> Outcome {
+    apply_retiring(state, compiled).0
+}
+
+/// [`apply`], also returning the runtime that was serving before (when replaced), so that the
+/// caller can free it later, not while the new runtime takes its first requests.
+fn apply_retiring(state: &State, compiled: Compiled) -> (Outcome, Option<Arc<Runtime>>) {
     let previous = state.current.load_full();
     if *previous.snapshot == compiled.snapshot && *previous.credentials == compiled.credentials {
         tracing::info!(version = previous.version, "config reloaded: no change in the compiled snapshot");
-        return Outcome::Same;
+        return (Outcome::Same, None);
     }
     for w in &compiled.warnings {
         tracing::warn!("{w}");
@@ -291,8 +701,11 @@ pub fn apply(state: &State, compiled: Compiled) -> Outcome {
     let version = previous.version + 1;
     let listeners = compiled.snapshot.listeners.len();
     let clusters = compiled.snapshot.clusters.len();
+    let t0 = Instant::now();
     let next = Runtime::with_credentials(compiled.snapshot, version, Some(&previous), compiled.credentials);
+    let t_runtime = t0.elapsed();
     state.publish(next);
+    tracing::debug!(runtime_ms = ms(t_runtime), publish_ms = ms(t0.elapsed() - t_runtime), "runtime built");
     {
         let mut status = state.status.lock().unwrap_or_else(|e| e.into_inner());
         status.applied_version = version;
@@ -301,7 +714,7 @@ pub fn apply(state: &State, compiled: Compiled) -> Outcome {
     state.metrics.set_config_version(version);
     state.metrics.config_reloaded();
     tracing::info!(version, objects = compiled.objects, listeners, clusters, "config change applied");
-    Outcome::Applied(version)
+    (Outcome::Applied(version), Some(previous))
 }
 
 /// Records a rejected change: status, metric and log; the serving snapshot stays.
@@ -344,10 +757,17 @@ pub fn spawn_watcher(state: Arc<State>, loaded: Fingerprint, interval: Duration)
         }
     };
     let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel();
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let fs_watch = watch_files(&state.options.config_dir, events_tx);
     let mut reloader = Reloader::new(state, loaded);
+    reloader.deferred_frees = true;
+    // The first load's peak (parse, validate, compile) is freed by now: give it back.
+    release_free_memory();
     let thread = std::thread::Builder::new().name("weir-reload".into()).spawn(move || {
         #[cfg(unix)]
         let mut hangup = hangup;
+        // Kept for as long as the thread runs (dropping it ends the inotify watch).
+        let _fs_watch = fs_watch;
         rt.block_on(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -362,9 +782,31 @@ pub fn spawn_watcher(state: Arc<State>, loaded: Fingerprint, interval: Duration)
                 };
                 #[cfg(not(unix))]
                 let hup = std::future::pending::<Option<()>>();
+                let held = reloader.held_until();
+                let release = async {
+                    match held {
+                        Some(at) => tokio::time::sleep_until(at.into()).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     _ = &mut stop_rx => break,
+                    Some(event) = events.recv() => {
+                        reloader.note_event(&event);
+                        // Events that arrive together (a tool writing several files) make one load.
+                        let until = tokio::time::Instant::now() + EVENT_COALESCE;
+                        while let Ok(Some(event)) = tokio::time::timeout_at(until, events.recv()).await {
+                            reloader.note_event(&event);
+                        }
+                        reloader.on_events();
+                    }
+                    () = release => {
+                        reloader.on_events();
+                    }
                     _ = tick.tick() => {
+                        reloader.tidy();
+                        // A finished change held back by the event gap, then what polling sees.
+                        reloader.on_events();
                         reloader.poll();
                     }
                     Some(()) = hup => {
@@ -376,6 +818,49 @@ pub fn spawn_watcher(state: Arc<State>, loaded: Fingerprint, interval: Duration)
         });
     })?;
     Ok(Watcher { stop: Some(stop_tx), thread: Some(thread) })
+}
+
+/// Events arriving within this long of the first one are taken together.
+const EVENT_COALESCE: Duration = Duration::from_millis(2);
+
+/// How long a replaced runtime is kept before [`Reloader::tidy`] frees it.
+const RETIRE_AFTER: Duration = Duration::from_millis(300);
+
+/// Event-driven loads start at least this far apart (Istio debounces pushes by 100 ms too).
+pub const EVENT_MIN_GAP: Duration = Duration::from_millis(100);
+
+/// Watches `dir` (recursively; a single file: its directory) for file events.
+/// `None` when the system cannot (no inotify, limits reached): polling alone then finds changes.
+fn watch_files(
+    dir: &Path,
+    events: tokio::sync::mpsc::UnboundedSender<notify::Event>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher as _;
+    let handler = move |event: notify::Result<notify::Event>| match event {
+        Ok(e) => {
+            let _ = events.send(e);
+        }
+        // Overflowed queue or similar: have the directory checked.
+        Err(e) => {
+            tracing::debug!("file watch: {e}");
+            let _ = events.send(notify::Event::new(notify::EventKind::Remove(notify::event::RemoveKind::Any)));
+        }
+    };
+    let (path, mode) = if dir.is_dir() {
+        (dir.to_path_buf(), notify::RecursiveMode::Recursive)
+    } else {
+        (dir.parent().map(Path::to_path_buf).unwrap_or_default(), notify::RecursiveMode::NonRecursive)
+    };
+    let mut watcher = notify::recommended_watcher(handler)
+        .map_err(|e| tracing::warn!("file events unavailable, polling every {POLL_INTERVAL:?} only: {e}"))
+        .ok()?;
+    match watcher.watch(&path, mode) {
+        Ok(()) => Some(watcher),
+        Err(e) => {
+            tracing::warn!("cannot watch {} for file events, polling only: {e}", path.display());
+            None
+        }
+    }
 }
 
 impl Watcher {
@@ -575,6 +1060,220 @@ spec:
         d.write("gw.yaml", &gateway(9200));
         assert_eq!(r.poll(), Outcome::Applied(3));
         assert_eq!(state.current.load().snapshot.listeners[0].port, 9200);
+    }
+
+    /// A ServiceEntry `name.example.com` (port 80, HTTP) with one endpoint.
+    fn service_entry(name: &str, address: &str) -> String {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: default}}\n\
+             spec:\n  hosts: [{name}.example.com]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  \
+             ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: {address}}}]\n"
+        )
+    }
+
+    /// A VirtualService on `gw` for `name.example.com` that sets response header `x-v: version`.
+    fn virtual_service(name: &str, version: u32) -> String {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: default}}\n\
+             spec:\n  hosts: [{name}.example.com]\n  gateways: [gw]\n  http:\n  - route:\n    \
+             - destination: {{host: {name}.example.com}}\n      headers: {{response: {{set: {{x-v: \"{version}\"}}}}}}\n"
+        )
+    }
+
+    /// The `x-v` value the gateway's route for `name.example.com` sets.
+    fn served_version(state: &State, name: &str) -> Option<String> {
+        let rt = state.current.load();
+        let host = format!("{name}.example.com");
+        let vh = rt
+            .snapshot
+            .route_tables
+            .iter()
+            .filter(|t| t.name.starts_with("http."))
+            .flat_map(|t| &t.virtual_hosts)
+            .find(|v| v.domains.contains(&host.as_str().into()))?;
+        let set = &vh.routes.first()?.response_headers.set;
+        set.iter().find(|(k, _)| &**k == "x-v").map(|(_, v)| v.to_string())
+    }
+
+    /// A directory of many files: the gateway, services and routes in files of their own.
+    fn many_files(d: &TempDir, n: usize) {
+        d.write("gw.yaml", &gateway(8080));
+        for i in 0..n {
+            d.write(&format!("svc/se-{i}.yaml"), &service_entry(&format!("s{i}"), &format!("10.0.0.{}", i + 1)));
+            d.write(&format!("routes/vs-{i}.yaml"), &virtual_service(&format!("s{i}"), 1));
+        }
+    }
+
+    #[test]
+    fn one_edited_file_is_the_only_one_parsed_and_the_result_is_a_full_loads() {
+        let d = TempDir::new("cache");
+        many_files(&d, 8);
+        let (state, fp) = state_for(&d.0);
+        let mut r = Reloader::new(state.clone(), fp);
+        // Warm the cache (another test's load may have taken the primed one).
+        let _ = r.reload();
+        assert_eq!(r.cache().len(), 17);
+        let v = state.current.load().version;
+
+        d.write("routes/vs-3.yaml", &virtual_service("s3", 2));
+        assert_eq!(r.reload(), Outcome::Applied(v + 1));
+        assert_eq!(r.cache().parsed_last(), 1, "only the edited file is parsed");
+        assert!(r.cache().registry_reused_last(), "a route edit keeps the registry");
+        assert_eq!(served_version(&state, "s3").as_deref(), Some("2"));
+        let fresh = load(&d.0, &Node::default()).unwrap();
+        assert_eq!(*state.current.load().snapshot, fresh.snapshot, "cached and full loads agree");
+
+        // A service edit rebuilds the registry: the new endpoint is served.
+        d.write("svc/se-5.yaml", &service_entry("s5", "10.9.9.9"));
+        assert_eq!(r.reload(), Outcome::Applied(v + 2));
+        assert_eq!(r.cache().parsed_last(), 1);
+        assert!(!r.cache().registry_reused_last());
+        let rt = state.current.load();
+        let c = rt.snapshot.clusters.iter().find(|c| c.service.as_ref() == "s5.example.com").unwrap();
+        assert_eq!(&*c.endpoints[0].address, "10.9.9.9");
+        assert_eq!(*rt.snapshot, load(&d.0, &Node::default()).unwrap().snapshot);
+
+        // Nothing changed: nothing parsed.
+        assert_eq!(r.reload(), Outcome::Same);
+        assert_eq!(r.cache().parsed_last(), 0);
+    }
+
+    #[test]
+    fn files_from_the_fingerprint_are_the_loaders_files_in_its_order() {
+        let d = TempDir::new("order");
+        for f in ["b.yaml", "a/z.yaml", "a/b/c.json", "a.yml", "ab.yaml", "a/a.yaml", "z/x.yaml", ".h/x.yaml"] {
+            d.write(f, "");
+        }
+        d.write(MESH_CONFIG_FILE, "{}\n");
+        d.write("a/weir-mesh.yaml", "");
+        let fp = fingerprint(&d.0);
+        let ours: Vec<PathBuf> = files_of(&d.0, &fp.0).unwrap().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(ours, weir_api::load::config_files(&d.0).unwrap());
+        assert_eq!(files_of(&d.0.join("b.yaml"), &fp.0), None, "a single file: the loader's own way");
+    }
+
+    #[test]
+    fn cached_loads_report_the_same_errors_in_the_same_order() {
+        let d = TempDir::new("cache-errors");
+        many_files(&d, 3);
+        d.write("a/bad.yaml", INVALID_VS);
+        d.write("z.yaml", "kind: [unclosed\n");
+        let mut cache = FileCache::default();
+        let first = load_with(&d.0, &Node::default(), &mut cache).unwrap_err();
+        assert_eq!(first, load(&d.0, &Node::default()).unwrap_err());
+        d.write("routes/vs-1.yaml", INVALID_VS.replace("name: bad", "name: bad2").as_str());
+        let second = load_with(&d.0, &Node::default(), &mut cache).unwrap_err();
+        assert_eq!(cache.parsed_last(), 1, "only the edited file");
+        assert_eq!(second, load(&d.0, &Node::default()).unwrap_err());
+        assert_eq!(second.len(), 3, "{second:?}");
+        // The watcher's way: files and stamps from its fingerprint.
+        let known = files_of(&d.0, &fingerprint(&d.0).0);
+        assert!(known.is_some());
+        assert_eq!(load_stamped(&d.0, &Node::default(), &mut cache, known).unwrap_err(), second);
+        assert_eq!(cache.parsed_last(), 0);
+    }
+
+    #[test]
+    fn a_deleted_file_is_removed() {
+        let d = TempDir::new("delete");
+        many_files(&d, 3);
+        let (state, fp) = state_for(&d.0);
+        let mut r = Reloader::new(state.clone(), fp);
+        let _ = r.reload();
+        assert_eq!(served_version(&state, "s2").as_deref(), Some("1"));
+        std::fs::remove_file(d.0.join("routes/vs-2.yaml")).unwrap();
+        assert!(matches!(r.reload(), Outcome::Applied(_)));
+        assert_eq!(served_version(&state, "s2"), None, "its route is gone");
+        assert_eq!(r.cache().len(), 6, "and so is its cache entry");
+    }
+
+    /// Waits (bounded) for a file event on `path` that `want` accepts, handing every event to `r`.
+    fn pump_until(
+        r: &mut Reloader,
+        events: &mut tokio::sync::mpsc::UnboundedReceiver<notify::Event>,
+        path: &Path,
+        want: impl Fn(&notify::EventKind) -> bool,
+    ) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no such event for {}", path.display());
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let Ok(Some(e)) = rt.block_on(async { tokio::time::timeout(left, events.recv()).await }) else {
+                continue;
+            };
+            r.note_event(&e);
+            if e.paths.iter().any(|p| p == path) && want(&e.kind) {
+                return;
+            }
+        }
+    }
+
+    #[test]
+    fn an_in_place_write_loads_once_closed_and_a_rename_over_at_once() {
+        use notify::EventKind;
+        use notify::event::{AccessKind, AccessMode, ModifyKind};
+        use std::io::Write;
+        let d = TempDir::new("events");
+        many_files(&d, 2);
+        let (state, fp) = state_for(&d.0);
+        let mut r = Reloader::new(state.clone(), fp);
+        r.min_event_gap = Duration::ZERO;
+        let _ = r.reload();
+        let v = state.current.load().version;
+        let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        let _watch = watch_files(&d.0, tx).expect("inotify");
+
+        // Half written, still open: not loaded, though the directory changed.
+        let path = d.0.join("routes/vs-1.yaml");
+        let text = virtual_service("s1", 7);
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(&text.as_bytes()[..text.len() / 2]).unwrap();
+        f.flush().unwrap();
+        pump_until(&mut r, &mut events, &path, |k| matches!(k, EventKind::Modify(ModifyKind::Data(_))));
+        assert_eq!(r.on_events(), Outcome::Settling);
+        assert_eq!(state.current.load().version, v);
+        // Finished and closed: loaded at once.
+        f.write_all(&text.as_bytes()[text.len() / 2..]).unwrap();
+        drop(f);
+        pump_until(&mut r, &mut events, &path, |k| {
+            matches!(k, EventKind::Access(AccessKind::Close(AccessMode::Write)))
+        });
+        assert_eq!(r.on_events(), Outcome::Applied(v + 1));
+        assert_eq!(served_version(&state, "s1").as_deref(), Some("7"));
+
+        // Written elsewhere and renamed over (what editors and config tools do): loaded at once.
+        let path = d.0.join("routes/vs-0.yaml");
+        let tmp = d.0.join("routes/.vs-0.yaml.tmp");
+        std::fs::write(&tmp, virtual_service("s0", 9)).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+        pump_until(&mut r, &mut events, &path, |k| matches!(k, EventKind::Modify(ModifyKind::Name(_))));
+        assert_eq!(r.on_events(), Outcome::Applied(v + 2));
+        assert_eq!(served_version(&state, "s0").as_deref(), Some("9"));
+        assert_eq!(r.cache().parsed_last(), 1);
+    }
+
+    #[test]
+    fn watcher_serves_a_renamed_over_file_without_waiting_for_a_poll() {
+        let d = TempDir::new("watch-rename");
+        many_files(&d, 2);
+        let (state, fp) = state_for(&d.0);
+        // Polls far apart: only file events can explain a quick reload.
+        let watcher = spawn_watcher(state.clone(), fp, Duration::from_secs(3600)).unwrap();
+        let mut changes = state.changes.subscribe();
+        let tmp = d.0.join("vs-1.yaml.tmp");
+        std::fs::write(&tmp, virtual_service("s1", 5)).unwrap();
+        std::fs::rename(&tmp, d.0.join("routes/vs-1.yaml")).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let got = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), changes.changed()).await });
+        assert!(matches!(got, Ok(Ok(()))), "no reload after the rename");
+        assert_eq!(served_version(&state, "s1").as_deref(), Some("5"));
+        // A deleted file is seen the same way.
+        std::fs::remove_file(d.0.join("routes/vs-0.yaml")).unwrap();
+        let got = rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), changes.changed()).await });
+        assert!(matches!(got, Ok(Ok(()))), "no reload after the removal");
+        assert_eq!(served_version(&state, "s0"), None);
+        watcher.stop();
     }
 
     #[test]

@@ -97,14 +97,25 @@ pub(crate) struct EndpointState {
     /// When this endpoint joined the cluster (slow start).
     pub created: std::time::Instant,
     target: Target,
-    settings: PoolSettings,
-    pool: Arc<Pool>,
+    /// The cluster's connection settings, shared by its endpoints.
+    settings: Arc<PoolSettings>,
+    /// Made on first use: most endpoints of a large config never carry a request, and a pool
+    /// is several times the size of the rest of the endpoint.
+    pool: std::sync::OnceLock<Arc<Pool>>,
+    /// The cluster's circuit breakers, for the pool.
+    breakers: Arc<Breakers>,
     /// Outlier detection state (ejection, consecutive errors), kept across reloads.
     health: Arc<HostState>,
 }
 
 impl EndpointState {
-    fn new(address: &str, port: u16, weight: u32, settings: PoolSettings, breakers: &Arc<Breakers>) -> EndpointState {
+    fn new(
+        address: &str,
+        port: u16,
+        weight: u32,
+        settings: Arc<PoolSettings>,
+        breakers: &Arc<Breakers>,
+    ) -> EndpointState {
         let (target, host) = match address.parse::<std::net::IpAddr>() {
             Ok(ip) => {
                 let a = SocketAddr::new(ip, port);
@@ -112,7 +123,6 @@ impl EndpointState {
             }
             Err(_) => (Target::Name(address.into(), port, settings.dns.clone()), format!("{address}:{port}")),
         };
-        let pool = settings.pool(target.clone(), breakers);
         EndpointState {
             host: host.into(),
             weight,
@@ -120,7 +130,8 @@ impl EndpointState {
             created: std::time::Instant::now(),
             target,
             settings,
-            pool,
+            pool: std::sync::OnceLock::new(),
+            breakers: breakers.clone(),
             health: Arc::default(),
         }
     }
@@ -137,12 +148,17 @@ impl EndpointState {
             keepalive: None,
         };
         let breakers = Arc::new(Breakers::new(&policy.connection_pool, Arc::default()));
-        Arc::new(EndpointState::new(a, p.parse().unwrap(), weight, settings, &breakers))
+        Arc::new(EndpointState::new(a, p.parse().unwrap(), weight, Arc::new(settings), &breakers))
     }
 
-    /// The connection pool to this endpoint.
+    /// The connection pool to this endpoint (made on first use).
     pub fn pool(&self) -> &Arc<Pool> {
-        &self.pool
+        self.pool.get_or_init(|| self.settings.pool(self.target.clone(), &self.breakers))
+    }
+
+    /// Connections to this endpoint, open or being established (0 before its pool is made).
+    pub fn open_connections(&self) -> u32 {
+        self.pool.get().map_or(0, |p| p.open_connections())
     }
 
     /// Whether balancers may pick this endpoint (false while outlier detection ejects it).
@@ -220,12 +236,13 @@ impl ClusterState {
                 old.insert((&m.address, m.port), e);
             }
         }
+        let shared = Arc::new(settings.clone());
         let endpoints: Vec<Arc<EndpointState>> = c
             .endpoints
             .iter()
             .map(|e| match old.get(&(&*e.address, e.port)) {
                 Some(prev) if prev.weight == e.weight => Arc::clone(prev),
-                _ => Arc::new(EndpointState::new(&e.address, e.port, e.weight, settings.clone(), &breakers)),
+                _ => Arc::new(EndpointState::new(&e.address, e.port, e.weight, shared.clone(), &breakers)),
             })
             .collect();
         let outlier =
