@@ -56,7 +56,7 @@ impl Mesh {
             .arg("--config")
             .arg(&config)
             .args(["--role", "sidecar", "--admin", &admin.to_string(), "--proxy-port", "0"])
-            .args(["--access-log", "off", "--concurrency", "2", "--drain-timeout", "100ms"])
+            .args(["--access-log", "off", "--concurrency", "1", "--drain-timeout", "100ms"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).expect("log file"))
