@@ -1,6 +1,7 @@
 //! Outlier detection end to end: consecutive errors eject an endpoint (shown
 //! in `/clusters`), it returns after `baseEjectionTime` x its ejection count,
-//! and `maxEjectionPercent` bounds how many endpoints are out.
+//! and `maxEjectionPercent` bounds how many endpoints are out; TCP connect
+//! failures eject too.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -8,7 +9,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::pools::{cluster, dr, ejected, stat, vs};
+use common::pools::{cluster, ejected, stat};
 use common::*;
 
 fn config(host: &str, port: u16, backends: &[&Backend], policy: &str) -> String {
@@ -147,6 +148,39 @@ async fn all_ejected_is_503_uh_without_panic_mode() {
     let r = get(port, "uh", "/", &[]).await;
     assert_eq!((r.status, r.body.as_str()), (503, "no healthy upstream"));
     assert!(r.header("x-weir-reason").unwrap().starts_with("UH "));
+}
+
+/// TCP proxying feeds outlier detection too: a connect failure counts as a
+/// local-origin error (a 5xx when not split), so the unreachable endpoint is
+/// ejected and later connections all reach the live one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_connect_failures_eject_the_endpoint() {
+    let echo = common::tls::TcpEcho::start("live").await;
+    let dead = free_port();
+    let port = free_port();
+    let yaml = format!(
+        "{}{}",
+        service("tcp-lo", port, "TCP", &[(dead, "v1"), (echo.port, "v1")]),
+        dr(
+            "tcp-lo",
+            "    loadBalancer: {simple: ROUND_ROBIN}
+    outlierDetection: {consecutive5xxErrors: 1, baseEjectionTime: 30s, maxEjectionPercent: 100}"
+        ),
+    );
+    let proxy = Proxy::start(&yaml).await;
+    let c = cluster("tcp-lo", port);
+    let mut failed = 0;
+    for i in 0..2 {
+        if common::tls::tcp_ask(port, &format!("hello {i}")).await.is_err() {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 1, "round robin tries the dead endpoint once");
+    assert_eq!(ejected(&proxy.state, &c), vec![format!("127.0.0.1:{dead}")]);
+    for i in 0..10 {
+        let r = common::tls::tcp_ask(port, &format!("again {i}")).await.unwrap();
+        assert!(r.starts_with("live "), "{r}");
+    }
 }
 
 async fn futures_join<F: std::future::Future<Output = Backend> + Send + 'static>(fs: [F; 4]) -> Vec<Backend> {
