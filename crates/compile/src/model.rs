@@ -512,6 +512,30 @@ pub struct Cluster {
     pub destination_rules: Vec<Str>,
 }
 
+impl Cluster {
+    /// A `STATIC` HTTP/1.1 cluster `name` for `service`:`port` over `endpoints` with
+    /// `policy`, no subset and no DestinationRule (for tests and benchmarks).
+    pub fn new_static(
+        name: impl Into<Str>,
+        service: impl Into<Str>,
+        port: u16,
+        endpoints: impl Into<Arc<[Endpoint]>>,
+        policy: crate::policy::ClusterPolicy,
+    ) -> Cluster {
+        Cluster {
+            name: name.into(),
+            service: service.into(),
+            port,
+            subset: None,
+            discovery: Discovery::Static,
+            protocol: UpstreamProtocol::Http1,
+            endpoints: endpoints.into(),
+            policy: Arc::new(policy),
+            destination_rules: Vec::new(),
+        }
+    }
+}
+
 /// One upstream address of a cluster.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Endpoint {
@@ -524,4 +548,11 @@ pub struct Endpoint {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<Str>,
     pub labels: Arc<Vec<(Str, Str)>>,
+}
+
+impl Endpoint {
+    /// An endpoint with no locality, network or labels.
+    pub fn new(address: impl Into<Str>, port: u16, weight: u32) -> Endpoint {
+        Endpoint { address: address.into(), port, weight, locality: None, network: None, labels: Arc::new(Vec::new()) }
+    }
 }

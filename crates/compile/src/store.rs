@@ -67,17 +67,23 @@ impl ConfigStore {
                 Spec::WorkloadGroup(v) => push!(workload_groups, v),
             }
         }
+        s.sort();
+        s
+    }
+
+    /// Sorts every list in Istio's processing order (creation time, name, namespace);
+    /// for stores assembled from others' lists.
+    pub fn sort(&mut self) {
         fn sort<T>(v: &mut [Arc<Cfg<T>>]) {
             v.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
         }
-        sort(&mut s.virtual_services);
-        sort(&mut s.destination_rules);
-        sort(&mut s.gateways);
-        sort(&mut s.service_entries);
-        sort(&mut s.sidecars);
-        sort(&mut s.workload_entries);
-        sort(&mut s.workload_groups);
-        s
+        sort(&mut self.virtual_services);
+        sort(&mut self.destination_rules);
+        sort(&mut self.gateways);
+        sort(&mut self.service_entries);
+        sort(&mut self.sidecars);
+        sort(&mut self.workload_entries);
+        sort(&mut self.workload_groups);
     }
 
     /// Loads, validates and stores: objects with validation errors are left

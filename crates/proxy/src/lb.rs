@@ -598,10 +598,9 @@ fn cookie_hash(c: &HashCookie, input: &PickInput<'_>) -> Option<u64> {
 #[doc(hidden)]
 pub mod bench {
     use std::net::IpAddr;
-    use std::sync::Arc;
 
     use http::HeaderMap;
-    use weir_compile::model::{Cluster, Discovery, Endpoint, NodeSummary, UpstreamProtocol};
+    use weir_compile::model::{Cluster, Endpoint, NodeSummary};
     use weir_compile::policy::{ClusterPolicy, HashKey, LbAlgorithm};
 
     use super::PickInput;
@@ -627,26 +626,12 @@ pub mod bench {
             _ => LbAlgorithm::LeastRequest,
         };
         let endpoints: Vec<Endpoint> = (0..n)
-            .map(|i| Endpoint {
-                address: format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255).into(),
-                port: 8080,
-                weight: if weighted { (i % 4) as u32 + 1 } else { 1 },
-                locality: None,
-                network: None,
-                labels: Arc::new(Vec::new()),
+            .map(|i| {
+                let address = format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255);
+                Endpoint::new(address, 8080, if weighted { (i % 4) as u32 + 1 } else { 1 })
             })
             .collect();
-        let c = Cluster {
-            name: "outbound|80||bench".into(),
-            service: "bench.default.svc.cluster.local".into(),
-            port: 80,
-            subset: None,
-            discovery: Discovery::Static,
-            protocol: UpstreamProtocol::Http1,
-            endpoints: endpoints.into(),
-            policy: Arc::new(policy),
-            destination_rules: Vec::new(),
-        };
+        let c = Cluster::new_static("outbound|80||bench", "bench.default.svc.cluster.local", 80, endpoints, policy);
         let settings = PoolSettings::of(&c, &Credentials::empty(), &Dns::system());
         let state = ClusterState::with_settings(&c, None, &NodeSummary::default(), settings);
         Cluster1 { state, headers: HeaderMap::new() }
@@ -664,38 +649,17 @@ pub mod bench {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_compile::model::{Discovery, Endpoint, UpstreamProtocol};
+    use weir_compile::model::Endpoint;
     use weir_compile::policy::{ClusterPolicy, F64, Warmup};
 
     fn cluster(weights: &[u32], algorithm: LbAlgorithm) -> (Cluster, Vec<Arc<EndpointState>>) {
         let mut policy = ClusterPolicy::default();
         policy.load_balancer.algorithm = algorithm;
-        let endpoints: Vec<Endpoint> = weights
-            .iter()
-            .enumerate()
-            .map(|(i, w)| Endpoint {
-                address: format!("10.0.0.{i}").into(),
-                port: 80,
-                weight: *w,
-                locality: None,
-                network: None,
-                labels: Arc::new(Vec::new()),
-            })
-            .collect();
+        let endpoints: Vec<Endpoint> =
+            weights.iter().enumerate().map(|(i, w)| Endpoint::new(format!("10.0.0.{i}"), 80, *w)).collect();
         let states =
             weights.iter().enumerate().map(|(i, w)| EndpointState::for_test(&format!("10.0.0.{i}:80"), *w)).collect();
-        let c = Cluster {
-            name: "c".into(),
-            service: "s".into(),
-            port: 80,
-            subset: None,
-            discovery: Discovery::Static,
-            protocol: UpstreamProtocol::Http1,
-            endpoints: endpoints.into(),
-            policy: Arc::new(policy),
-            destination_rules: Vec::new(),
-        };
-        (c, states)
+        (Cluster::new_static("c", "s", 80, endpoints, policy), states)
     }
 
     fn balancer(weights: &[u32], algorithm: LbAlgorithm) -> (Balancer, Vec<Arc<EndpointState>>) {

@@ -172,23 +172,6 @@ impl CachedFile {
     }
 }
 
-/// Istio's processing order of the store (creation time, name, namespace), as `ConfigStore::new` sorts.
-fn sort_store(s: &mut ConfigStore) {
-    fn sort<T>(v: &mut [Arc<weir_compile::store::Cfg<T>>]) {
-        fn key<T>(c: &weir_compile::store::Cfg<T>) -> (&str, &str, &str) {
-            (c.meta.creation_timestamp.as_deref().unwrap_or(""), &c.name, &c.namespace)
-        }
-        v.sort_by(|a, b| key(a).cmp(&key(b)));
-    }
-    sort(&mut s.virtual_services);
-    sort(&mut s.destination_rules);
-    sort(&mut s.gateways);
-    sort(&mut s.service_entries);
-    sort(&mut s.sidecars);
-    sort(&mut s.workload_entries);
-    sort(&mut s.workload_groups);
-}
-
 /// [`load`] with a cache of parsed files: files whose stamp did not change
 /// since they were cached are not read again. The result is the same as
 /// [`load`]'s.
@@ -304,7 +287,7 @@ fn load_stamped(
         store.workload_entries.extend(s.workload_entries.iter().cloned());
         store.workload_groups.extend(s.workload_groups.iter().cloned());
     }
-    sort_store(&mut store);
+    store.sort();
     let others: Vec<weir_api::types::OtherObject> = in_order().flat_map(|f| f.others.iter().cloned()).collect();
     let t_store = t0.elapsed();
     let mut t_registry = Duration::ZERO;

@@ -294,30 +294,11 @@ pub async fn refresher(state: Arc<State>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_compile::model::{Cluster, Endpoint, UpstreamProtocol};
+    use weir_compile::model::{Cluster, Endpoint};
 
     fn cluster(discovery: Discovery, addrs: &[&str]) -> Cluster {
-        Cluster {
-            name: "c".into(),
-            service: "s".into(),
-            port: 80,
-            subset: None,
-            discovery,
-            protocol: UpstreamProtocol::Http1,
-            endpoints: addrs
-                .iter()
-                .map(|a| Endpoint {
-                    address: (*a).into(),
-                    port: 8080,
-                    weight: 1,
-                    locality: None,
-                    network: None,
-                    labels: Arc::new(vec![]),
-                })
-                .collect(),
-            policy: Arc::new(Default::default()),
-            destination_rules: vec![],
-        }
+        let endpoints: Vec<Endpoint> = addrs.iter().map(|a| Endpoint::new(*a, 8080, 1)).collect();
+        Cluster { discovery, ..Cluster::new_static("c", "s", 80, endpoints, Default::default()) }
     }
 
     #[test]

@@ -350,30 +350,11 @@ fn fallback_table(s: &Snapshot) -> RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use weir_compile::model::{Cluster, Discovery, Endpoint, UpstreamProtocol};
+    use weir_compile::model::{Cluster, Endpoint};
 
     fn cluster(name: &str, endpoints: &[(&str, u16)]) -> Cluster {
-        Cluster {
-            name: name.into(),
-            service: "a.default.svc.cluster.local".into(),
-            port: 80,
-            subset: None,
-            discovery: Discovery::Static,
-            protocol: UpstreamProtocol::Http1,
-            endpoints: endpoints
-                .iter()
-                .map(|(a, p)| Endpoint {
-                    address: (*a).into(),
-                    port: *p,
-                    weight: 1,
-                    locality: None,
-                    network: None,
-                    labels: Arc::new(vec![]),
-                })
-                .collect(),
-            policy: Arc::new(Default::default()),
-            destination_rules: vec![],
-        }
+        let endpoints: Vec<Endpoint> = endpoints.iter().map(|(a, p)| Endpoint::new(*a, *p, 1)).collect();
+        Cluster::new_static(name, "a.default.svc.cluster.local", 80, endpoints, Default::default())
     }
 
     #[test]

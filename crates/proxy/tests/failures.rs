@@ -8,19 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn vs(host: &str, rule: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: {host}, namespace: default}}
-spec:
-  hosts: [{host}]
-  http:
-{rule}
-"
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route_timeout_gives_504_ut() {
     let b = Backend::start("slow").await;

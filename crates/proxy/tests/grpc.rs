@@ -164,19 +164,6 @@ fn check_req(service: &str) -> HealthCheckRequest {
     HealthCheckRequest { service: service.to_string() }
 }
 
-fn vs(host: &str, rule: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: {host}, namespace: default}}
-spec:
-  hosts: [{host}]
-  http:
-{rule}
-"
-    )
-}
-
 /// A `GRPC` ServiceEntry for `host` on `port` with one endpoint, and a VirtualService route to it.
 fn grpc_route(host: &str, port: u16, upstream: u16, extra: &str) -> String {
     format!(

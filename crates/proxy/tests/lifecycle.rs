@@ -10,17 +10,7 @@ use http::Version;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn vs_to(host: &str, subset: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: {host}, namespace: default}}
-spec:
-  hosts: [{host}]
-  http:
-  - route: [{{destination: {{host: {host}, subset: {subset}}}}}]
----
-"
-    )
+    vs(host, &format!("  - route: [{{destination: {{host: {host}, subset: {subset}}}}}]"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

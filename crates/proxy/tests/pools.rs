@@ -8,7 +8,7 @@ mod common;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::pools::{cluster, dr, stat, vs};
+use common::pools::{cluster, stat};
 use common::*;
 
 const OVERFLOW_BODY: &str = "upstream connect error or disconnect/reset before headers. reset reason: overflow";

@@ -204,25 +204,29 @@ async fn mutual_presents_the_client_certificate_from_files_or_a_secret() {
     assert!(s.backend.handshakes()[0].client_cert);
 
     // credentialName: tls.crt/tls.key/ca.crt from a Secret in the config directory.
-    let s = setup(Some(&client_ca), &[]).await;
-    let (port, b) = (s.port, s.backend.port());
-    let _p = proxy(&[
-        ("secret.yaml", secret("client-credential", Some(&client.cert), Some(&client.key), Some(&s.ca.pem))),
-        ("c.yaml", se(host, port, "HTTP", b) + &dr(host, "{mode: MUTUAL, credentialName: client-credential}")),
-    ])
-    .await;
-    assert_eq!(get(port, host, "/", &[]).await.status, 200);
+    let (s, _p) = with_client_credential(&client_ca, &client, host, "MUTUAL").await;
+    assert_eq!(get(s.port, host, "/", &[]).await.status, 200);
     assert!(s.backend.handshakes()[0].client_cert);
 
     // SIMPLE (no client certificate) to the same backend: the backend refuses the handshake.
-    let s = setup(Some(&client_ca), &[]).await;
+    let (s, _p) = with_client_credential(&client_ca, &client, host, "SIMPLE").await;
+    assert_eq!(get(s.port, host, "/", &[]).await.status, 503);
+}
+
+/// A backend that requires client certificates from `client_ca`, and a proxy originating TLS
+/// `mode` to it with Secret `client-credential` (`client`'s certificate and the backend's CA).
+async fn with_client_credential(client_ca: &Ca, client: &Leaf, host: &str, mode: &str) -> (Setup, DirProxy) {
+    let s = setup(Some(client_ca), &[]).await;
     let (port, b) = (s.port, s.backend.port());
-    let _p = proxy(&[
+    let p = proxy(&[
         ("secret.yaml", secret("client-credential", Some(&client.cert), Some(&client.key), Some(&s.ca.pem))),
-        ("c.yaml", se(host, port, "HTTP", b) + &dr(host, "{mode: SIMPLE, credentialName: client-credential}")),
+        (
+            "c.yaml",
+            se(host, port, "HTTP", b) + &dr(host, &format!("{{mode: {mode}, credentialName: client-credential}}")),
+        ),
     ])
     .await;
-    assert_eq!(get(port, host, "/", &[]).await.status, 503);
+    (s, p)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

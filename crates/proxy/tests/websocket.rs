@@ -253,20 +253,6 @@ fn metric(text: &str, prefix: &str, has: &str) -> Option<f64> {
     text.lines().find(|l| l.starts_with(prefix) && l.contains(has))?.rsplit(' ').next()?.parse().ok()
 }
 
-fn vs(host: &str, rules: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: {host}, namespace: default}}
-spec:
-  hosts: [{host}]
-  http:
-{rules}
----
-"
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_echo_goes_through_weir() {
     let b = WsBackend::start().await;

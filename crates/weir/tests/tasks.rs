@@ -658,18 +658,14 @@ fn weir_demo_serves_the_bundled_config() {
     let dir = TempDir::new("demo");
     let stdout = dir.path().join("stdout");
     let stderr = dir.path().join("stderr");
-    let child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .args(["demo", "--quiet", "--port-base", &base.to_string()])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+    cmd.args(["demo", "--quiet", "--port-base", &base.to_string()])
         .args(["--admin", &format!("127.0.0.1:{admin}")])
         .args(["--gateway-port", &gateway.to_string(), "--mesh-port", &mesh_port.to_string()])
         .args(["--proxy-port", &proxy.to_string()])
         .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&stdout).expect("stdout file"))
-        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
-        .spawn()
-        .expect("spawn weir demo");
-    let mut weir = Weir { child, stderr: stderr.clone() };
-    weir.wait_ready(SocketAddr::from(([127, 0, 0, 1], admin)));
+        .stdout(std::fs::File::create(&stdout).expect("stdout file"));
+    let _weir = Weir::start(cmd, SocketAddr::from(([127, 0, 0, 1], admin)), stderr);
     let gw = SocketAddr::from(([127, 0, 0, 1], gateway));
 
     // The banner comes once ready; wait for it (bounded).

@@ -19,7 +19,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,8 +114,7 @@ spec:
 #[test]
 fn task_13_egress_tls_origination() {
     let dir = TempDir::new("egress-tls");
-    let config = dir.path().join("config");
-    std::fs::create_dir_all(&config).unwrap();
+    let config = dir.config_dir();
     let ca = dir.path().join("ca.pem");
     let (http, https) = (free_port(), free_port());
     site(http, None, MOVED);
@@ -124,21 +123,9 @@ fn task_13_egress_tls_origination() {
     // Step 1: the ServiceEntry alone; plain HTTP to the site answers 301 (to https).
     write_objects(&config, &service_entry(http, https, None));
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let stderr = dir.path().join("weir.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .arg("run")
-        .arg("--config")
-        .arg(&config)
-        .args(["--role", "sidecar", "--admin", &admin.to_string(), "--proxy-port", "0"])
-        .args(["--access-log", "off", "--concurrency", "2", "--drain-timeout", "100ms"])
-        .env("SSL_CERT_FILE", &ca)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let mut weir = Weir { child, stderr };
-    weir.wait_ready(admin);
+    let mut cmd = weir_run(&config, admin, &["--role", "sidecar", "--concurrency", "2"]);
+    cmd.env("SSL_CERT_FILE", &ca);
+    let weir = Weir::start(cmd, admin, weir_log(&config));
     let sidecar: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
     let r = request(sidecar, "edition.cnn.com", "/politics", &[]);
     assert_eq!(r.status, 301, "{r:?}");

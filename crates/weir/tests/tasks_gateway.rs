@@ -30,27 +30,13 @@ struct Gateway {
 impl Gateway {
     fn start(name: &str, yaml: &[&str]) -> Gateway {
         let dir = TempDir::new(name);
-        let config = dir.path().join("config");
-        std::fs::create_dir_all(&config).expect("mkdir config");
+        let config = dir.config_dir();
         for y in yaml {
             write_objects(&config, y);
         }
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let stderr = dir.path().join("weir.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .args(["--role", "gateway", "--bind", "127.0.0.1", "--admin", &admin.to_string(), "--proxy-port", "0"])
-            .args(["--namespace", "istio-system", "--access-log", "off", "--concurrency", "2"])
-            .args(["--drain-timeout", "100ms"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).expect("log file"))
-            .spawn()
-            .expect("spawn weir run");
-        let mut weir = Weir { child, stderr };
-        weir.wait_ready(admin);
+        let args = ["--role", "gateway", "--bind", "127.0.0.1", "--namespace", "istio-system", "--concurrency", "2"];
+        let weir = Weir::run(&config, admin, &args);
         Gateway { weir, admin, config, dir }
     }
 
@@ -169,6 +155,7 @@ fn nc(port: u16, line: &str) -> String {
 // ---------------------------------------------------------------------------
 // Task 4: TCP traffic shifting.
 
+/// `tcp-echo-all-v1.yaml` but its VirtualService ([`tcp_echo_vs`]).
 const TCP_ECHO_ALL_V1: &str = "\
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -200,30 +187,13 @@ spec:
   - name: v2
     labels:
       version: v2
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: tcp-echo
-  namespace: default
-spec:
-  hosts:
-  - \"*\"
-  gateways:
-  - tcp-echo-gateway
-  tcp:
-  - match:
-    - port: PORT
-    route:
-    - destination:
-        host: tcp-echo
-        port:
-          number: 9000
-        subset: v1
 ";
 
-const TCP_ECHO_20_V2: &str = "\
-apiVersion: networking.istio.io/v1
+/// tcp-echo's VirtualService on gateway port `port` with `routes` (its `route:` items, see
+/// [`tcp_echo_destination`]): the last document of `tcp-echo-all-v1.yaml`, and `tcp-echo-20-v2.yaml`.
+fn tcp_echo_vs(port: u16, routes: &[String]) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:
   name: tcp-echo
@@ -235,33 +205,33 @@ spec:
   - tcp-echo-gateway
   tcp:
   - match:
-    - port: PORT
+    - port: {port}
     route:
-    - destination:
-        host: tcp-echo
-        port:
-          number: 9000
-        subset: v1
-      weight: 80
-    - destination:
-        host: tcp-echo
-        port:
-          number: 9000
-        subset: v2
-      weight: 20
-";
+{}",
+        routes.concat()
+    )
+}
+
+/// One `route:` item of [`tcp_echo_vs`]: subset `subset` of tcp-echo, with `weight` if given.
+fn tcp_echo_destination(subset: &str, weight: Option<u32>) -> String {
+    let weight = weight.map(|w| format!("      weight: {w}\n")).unwrap_or_default();
+    format!(
+        "    - destination:\n        host: tcp-echo\n        port:\n          number: 9000\n        subset: {subset}\n{weight}"
+    )
+}
 
 #[test]
 fn task4_tcp_traffic_shifting() {
     let (one, two) = (tcp_echo("one"), tcp_echo("two"));
     let port = free_port();
     let services = service_entry("tcp-echo", 9000, "TCP", &[(one, "v1"), (two, "v2")]);
-    let gw = Gateway::start("task4", &[&services, &TCP_ECHO_ALL_V1.replace("PORT", &port.to_string())]);
+    let all_v1 = tcp_echo_vs(port, &[tcp_echo_destination("v1", None)]);
+    let gw = Gateway::start("task4", &[&services, &TCP_ECHO_ALL_V1.replace("PORT", &port.to_string()), &all_v1]);
     // "all the timestamps have a prefix of one"
     for i in 0..20 {
         assert_eq!(nc(port, &format!("t{i}")), format!("one t{i}"));
     }
-    gw.apply(&TCP_ECHO_20_V2.replace("PORT", &port.to_string()));
+    gw.apply(&tcp_echo_vs(port, &[tcp_echo_destination("v1", Some(80)), tcp_echo_destination("v2", Some(20))]));
     // "about 20% of the timestamps have a prefix of two" (per connection). 200 connections:
     // a 99.99% binomial band around 40 is about 18..66.
     let n = 200;
@@ -272,6 +242,7 @@ fn task4_tcp_traffic_shifting() {
 // ---------------------------------------------------------------------------
 // Task 9: ingress gateway (HTTP).
 
+/// The ingress task's Gateway (its VirtualService: [`httpbin_vs`]).
 const HTTPBIN_GATEWAY: &str = "\
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -288,8 +259,12 @@ spec:
       protocol: HTTP
     hosts:
     - \"httpbin.example.com\"
----
-apiVersion: networking.istio.io/v1
+";
+
+/// httpbin's VirtualService for `httpbin.example.com` through `gateway`: `/status` and `/delay` only.
+fn httpbin_vs(gateway: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:
   name: httpbin
@@ -298,7 +273,7 @@ spec:
   hosts:
   - \"httpbin.example.com\"
   gateways:
-  - httpbin-gateway
+  - {gateway}
   http:
   - match:
     - uri:
@@ -310,7 +285,9 @@ spec:
         port:
           number: 8000
         host: httpbin
-";
+"
+    )
+}
 
 #[test]
 fn task9_ingress_gateway() {
@@ -321,6 +298,7 @@ fn task9_ingress_gateway() {
         &[
             &service_entry("httpbin", 8000, "HTTP", &[(httpbin, "v1")]),
             &HTTPBIN_GATEWAY.replace("PORT", &port.to_string()),
+            &httpbin_vs("httpbin-gateway"),
         ],
     );
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -476,30 +454,6 @@ spec:
     - httpbin.example.com
 ";
 
-const HTTPBIN_VS: &str = "\
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata:
-  name: httpbin
-  namespace: default
-spec:
-  hosts:
-  - \"httpbin.example.com\"
-  gateways:
-  - mygateway
-  http:
-  - match:
-    - uri:
-        prefix: /status
-    - uri:
-        prefix: /delay
-    route:
-    - destination:
-        port:
-          number: 8000
-        host: httpbin
-";
-
 const MYGATEWAY_TWO_HOSTS: &str = "\
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -572,7 +526,7 @@ fn task10_secure_gateways() {
 
     // 10a: SIMPLE, one host. "HTTP/2 418" and the teapot.
     gw.apply(&certs1.secret("httpbin-credential", "httpbin.example.com", false));
-    gw.apply(&format!("{}---\n{HTTPBIN_VS}", MYGATEWAY_SIMPLE.replace("PORT", &port.to_string())));
+    gw.apply(&format!("{}---\n{}", MYGATEWAY_SIMPLE.replace("PORT", &port.to_string()), httpbin_vs("mygateway")));
     let (code, status, body) = curl("httpbin.example.com", port, "/status/418", &ca1, &[]);
     assert_eq!((code, status.as_str()), (0, "418 2"), "{body}\n{}", gw.weir.log());
     assert!(body.contains("teapot"), "{body}");

@@ -15,7 +15,6 @@ mod support;
 
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -158,8 +157,7 @@ impl Task {
         let listener = SocketAddr::from(([127, 0, 0, 1], port));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let dir = TempDir::new(name);
-        let config = dir.path().join("config");
-        std::fs::create_dir_all(&config).expect("mkdir config");
+        let config = dir.config_dir();
         let mut endpoints = String::new();
         for (pod, locality) in pods.iter().zip(LOCALITIES) {
             endpoints.push_str(&format!(
@@ -184,21 +182,8 @@ spec:
         );
         write_objects(&config, &service);
         write_objects(&config, rule);
-        let stderr = dir.path().join("weir.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .args(["--role", "sidecar", "--namespace", "sample", "--locality", "region1/zone1"])
-            .args(["--admin", &admin.to_string(), "--proxy-port", "0"])
-            .args(["--access-log", "off", "--concurrency", "2", "--drain-timeout", "100ms"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).expect("log file"))
-            .spawn()
-            .expect("spawn weir run");
-        let mut weir = Weir { child, stderr };
-        weir.wait_ready(admin);
+        let args = ["--role", "sidecar", "--namespace", "sample", "--locality", "region1/zone1", "--concurrency", "2"];
+        let weir = Weir::run(&config, admin, &args);
         Task { pods, weir, listener, admin, config, _dir: dir }
     }
 

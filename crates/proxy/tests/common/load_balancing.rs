@@ -11,44 +11,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Response;
 use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use weir_compile::message::Messages;
-use weir_compile::{ConfigStore, Input, MeshConfig, Node, Registry};
-use weir_proxy::{Runtime, State};
+use weir_proxy::State;
 
-use super::{Proxy, options, wait_for};
-
-/// Compiles `yaml` for `node`.
-pub fn runtime_for(yaml: &str, node: &Node, version: u64, previous: Option<&Runtime>) -> Runtime {
-    let loaded = weir_api::load_str(yaml, "test.yaml", &weir_api::LoadOptions::default());
-    assert!(loaded.errors.is_empty() && loaded.problems.is_empty(), "{:?} {:?}", loaded.errors, loaded.problems);
-    for o in &loaded.objects {
-        let report = weir_api::validate(o);
-        assert!(!report.has_errors(), "{} is invalid: {:?}", o.key(), report.findings);
-    }
-    let store = ConfigStore::new(loaded.objects);
-    let mesh = MeshConfig::default();
-    let mut messages = Messages::default();
-    let registry = Registry::from_config(&store, &mesh, node, &mut messages);
-    let snapshot = weir_compile::compile(Input { config: &store, registry: &registry, mesh: &mesh }, node);
-    Runtime::new(snapshot, version, previous)
-}
+use super::{Proxy, options, runtime_for, serve_http, static_service};
 
 /// A proxy serving `yaml` for a node in `locality` (`region/zone/subzone`).
 pub async fn start_at(locality: &str, yaml: &str) -> Proxy {
     let mut o = options(0);
     o.node.locality = Some(locality.to_string());
     let node = o.node.clone();
-    let state = State::new(o, runtime_for(yaml, &node, 1, None));
-    let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(weir_proxy::server::serve(state.clone(), rx));
-    let s = state.clone();
-    wait_for("listeners", || s.ready.load(Ordering::SeqCst) || task.is_finished()).await;
-    assert!(!task.is_finished(), "serve ended early");
-    Proxy { state, shutdown: tx, task }
+    Proxy::serve(State::new(o, runtime_for(yaml, &node, 1, None))).await
 }
 
 /// Publishes `yaml` compiled for `proxy`'s node.
@@ -80,18 +54,7 @@ pub fn service_with(host: &str, port: u16, endpoints: &[Ep<'_>]) -> String {
             eps.push_str(&format!("    locality: {}\n", e.locality));
         }
     }
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: {host}, namespace: default}}
-spec:
-  hosts: [{host}.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: {port}, name: web, protocol: HTTP}}]
-{eps}---
-"
-    )
+    static_service(host, port, "HTTP", &eps)
 }
 
 /// A DestinationRule for `host` with `traffic_policy` (YAML, indented under `trafficPolicy:`).
@@ -128,26 +91,18 @@ impl SlowBackend {
         let port = listener.local_addr().unwrap().port();
         let served = Arc::new(AtomicUsize::new(0));
         let (name, s) = (name.to_string(), served.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((sock, _)) = listener.accept().await else { return };
+        let task = serve_http(listener, move || {
+            let (name, s) = (name.clone(), s.clone());
+            hyper::service::service_fn(move |_req| {
                 let (name, s) = (name.clone(), s.clone());
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |_req| {
-                        let (name, s) = (name.clone(), s.clone());
-                        async move {
-                            tokio::time::sleep(delay).await;
-                            s.fetch_add(1, Ordering::SeqCst);
-                            let mut resp = Response::new(Full::new(Bytes::from_static(b"ok")));
-                            resp.headers_mut().insert("x-backend", name.parse().unwrap());
-                            Ok::<_, Infallible>(resp)
-                        }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(sock), svc)
-                        .await;
-                });
-            }
+                async move {
+                    tokio::time::sleep(delay).await;
+                    s.fetch_add(1, Ordering::SeqCst);
+                    let mut resp = Response::new(Full::new(Bytes::from_static(b"ok")));
+                    resp.headers_mut().insert("x-backend", name.parse().unwrap());
+                    Ok::<_, Infallible>(resp)
+                }
+            })
         });
         SlowBackend { port, served, task }
     }

@@ -21,13 +21,23 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use weir_compile::message::Messages;
-use weir_compile::{ConfigStore, Input, MeshConfig, Node, Registry};
+use weir_compile::{ConfigStore, Input, MeshConfig, Node, Registry, Snapshot};
 use weir_proxy::server::ServeError;
 use weir_proxy::{AccessLogFormat, Options, Runtime, State};
 
 /// A port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A new empty directory `weir-<tag>-<pid>-<n>` under the system temp dir.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d =
+        std::env::temp_dir().join(format!("weir-{tag}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
 }
 
 /// Polls `cond` every few milliseconds for up to 5 seconds.
@@ -78,18 +88,10 @@ impl Backend {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let fail_first = Arc::new(AtomicU32::new(0));
         let (n, c, s, f) = (name.to_string(), connections.clone(), seen.clone(), fail_first.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((sock, _)) = listener.accept().await else { return };
-                c.fetch_add(1, Ordering::SeqCst);
-                let (n, s, f) = (n.clone(), s.clone(), f.clone());
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| echo(n.clone(), s.clone(), f.clone(), req));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(sock), svc)
-                        .await;
-                });
-            }
+        let task = serve_http(listener, move || {
+            c.fetch_add(1, Ordering::SeqCst);
+            let (n, s, f) = (n.clone(), s.clone(), f.clone());
+            hyper::service::service_fn(move |req| echo(n.clone(), s.clone(), f.clone(), req))
         });
         Backend { name: name.to_string(), addr, connections, seen, fail_first, task }
     }
@@ -105,6 +107,29 @@ impl Backend {
     pub fn count(&self) -> usize {
         self.seen.lock().unwrap().len()
     }
+}
+
+/// Serves every connection `listener` accepts (HTTP/1.1 or HTTP/2) with the service
+/// `per_connection` makes for it, until the returned task is aborted.
+pub fn serve_http<F, S>(listener: TcpListener, mut per_connection: F) -> JoinHandle<()>
+where
+    F: FnMut() -> S + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<Full<Bytes>>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else { return };
+            let svc = per_connection();
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(sock), svc)
+                    .await;
+            });
+        }
+    })
 }
 
 async fn echo(
@@ -158,21 +183,34 @@ async fn echo(
     Ok(resp)
 }
 
-/// Compiles `yaml` (which must load and validate cleanly) for the default node (role both).
-pub fn runtime(yaml: &str, version: u64, previous: Option<&Runtime>) -> Runtime {
+/// Loads `yaml`, which must load and validate cleanly.
+pub fn load_checked(yaml: &str) -> weir_api::Loaded {
     let loaded = weir_api::load_str(yaml, "test.yaml", &weir_api::LoadOptions::default());
     assert!(loaded.errors.is_empty() && loaded.problems.is_empty(), "{:?} {:?}", loaded.errors, loaded.problems);
     for o in &loaded.objects {
         let report = weir_api::validate(o);
         assert!(!report.has_errors(), "{} is invalid: {:?}", o.key(), report.findings);
     }
-    let store = ConfigStore::new(loaded.objects);
+    loaded
+}
+
+/// Compiles `objects` for `node`.
+pub fn compile_for(objects: Vec<weir_api::IstioObject>, node: &Node) -> Snapshot {
+    let store = ConfigStore::new(objects);
     let mesh = MeshConfig::default();
-    let node = Node::default();
     let mut messages = Messages::default();
-    let registry = Registry::from_config(&store, &mesh, &node, &mut messages);
-    let snapshot = weir_compile::compile(Input { config: &store, registry: &registry, mesh: &mesh }, &node);
-    Runtime::new(snapshot, version, previous)
+    let registry = Registry::from_config(&store, &mesh, node, &mut messages);
+    weir_compile::compile(Input { config: &store, registry: &registry, mesh: &mesh }, node)
+}
+
+/// Compiles `yaml` (which must load and validate cleanly) for `node`.
+pub fn runtime_for(yaml: &str, node: &Node, version: u64, previous: Option<&Runtime>) -> Runtime {
+    Runtime::new(compile_for(load_checked(yaml).objects, node), version, previous)
+}
+
+/// Compiles `yaml` (which must load and validate cleanly) for the default node (role both).
+pub fn runtime(yaml: &str, version: u64, previous: Option<&Runtime>) -> Runtime {
+    runtime_for(yaml, &Node::default(), version, previous)
 }
 
 pub fn options(proxy_port: u16) -> Options {
@@ -200,12 +238,18 @@ impl Proxy {
     }
 
     pub async fn start_with(options: Options, yaml: &str) -> Proxy {
-        let state = State::new(options, runtime(yaml, 1, None));
+        Proxy::serve(State::new(options, runtime(yaml, 1, None))).await
+    }
+
+    /// Runs `serve` on `state` until its listeners are up.
+    pub async fn serve(state: Arc<State>) -> Proxy {
         let (tx, rx) = watch::channel(false);
         let task = tokio::spawn(weir_proxy::server::serve(state.clone(), rx));
         let s = state.clone();
         wait_for("listeners", || s.ready.load(Ordering::SeqCst) || task.is_finished()).await;
-        assert!(!task.is_finished(), "serve ended early");
+        if task.is_finished() {
+            panic!("serve ended early: {:?}", task.await);
+        }
         Proxy { state, shutdown: tx, task }
     }
 
@@ -320,6 +364,12 @@ pub fn service(host: &str, port: u16, protocol: &str, endpoints: &[(u16, &str)])
     for (p, v) in endpoints {
         eps.push_str(&format!("  - address: 127.0.0.1\n    ports: {{web: {p}}}\n    labels: {{version: {v}}}\n"));
     }
+    static_service(host, port, protocol, &eps)
+}
+
+/// A STATIC ServiceEntry for `host` (short name in `default`) on `port` (port name `web`)
+/// with `endpoints` (YAML lines from `  endpoints:` on).
+pub fn static_service(host: &str, port: u16, protocol: &str, endpoints: &str) -> String {
     format!(
         "apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -329,7 +379,7 @@ spec:
   location: MESH_INTERNAL
   resolution: STATIC
   ports: [{{number: {port}, name: web, protocol: {protocol}}}]
-{eps}---
+{endpoints}---
 "
     )
 }
@@ -351,6 +401,37 @@ spec:
 "
     )
 }
+
+/// A VirtualService for `host` with `rule` (YAML lines under `http:`).
+pub fn vs(host: &str, rule: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {host}, namespace: default}}
+spec:
+  hosts: [{host}]
+  http:
+{rule}
+---
+"
+    )
+}
+
+/// A DestinationRule for `host` with `traffic_policy` (YAML lines under `trafficPolicy:`).
+pub fn dr(host: &str, traffic_policy: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {host}, namespace: default}}
+spec:
+  host: {host}
+  trafficPolicy:
+{traffic_policy}
+---
+"
+    )
+}
+
 pub mod load_balancing;
 pub mod pools;
 pub mod tls;

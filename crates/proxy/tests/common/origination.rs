@@ -291,15 +291,7 @@ pub struct ConfigDir(pub PathBuf);
 
 impl ConfigDir {
     pub fn new(name: &str) -> ConfigDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let d = std::env::temp_dir().join(format!(
-            "weir-origination-{name}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        ConfigDir(d)
+        ConfigDir(super::temp_dir(&format!("origination-{name}")))
     }
 
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
@@ -367,15 +359,10 @@ impl DirProxy {
         let refresh = dns.is_some();
         let dns = dns.unwrap_or_else(Dns::system);
         let rt = Runtime::with_dns(compiled.snapshot, 1, None, compiled.credentials, dns);
-        let state = State::new(options, rt);
-        let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(weir_proxy::server::serve(state.clone(), rx));
-        let s = state.clone();
-        super::wait_for("listeners", || s.ready.load(Ordering::SeqCst) || task.is_finished()).await;
-        assert!(!task.is_finished(), "serve ended early");
+        let super::Proxy { state, shutdown, task } = super::Proxy::serve(State::new(options, rt)).await;
         let refresher = refresh.then(|| weir_proxy::resolve::spawn_refresher(state.clone()));
         let reloader = Mutex::new(Reloader::new(state.clone(), fp));
-        DirProxy { state, dir, reloader, shutdown: tx, task, refresher }
+        DirProxy { state, dir, reloader, shutdown, task, refresher }
     }
 
     /// Reloads the directory now.
@@ -404,24 +391,15 @@ impl PlainBackend {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let (h, name) = (hits.clone(), name.to_string());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((sock, _)) = listener.accept().await else { return };
-                let (h, name) = (h.clone(), name.clone());
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        h.fetch_add(1, Ordering::SeqCst);
-                        let host =
-                            req.headers().get("host").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-                        let mut resp = Response::new(Full::new(Bytes::from(host.unwrap_or_default())));
-                        resp.headers_mut().insert("x-backend", name.parse().unwrap());
-                        async move { Ok::<_, Infallible>(resp) }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(sock), svc)
-                        .await;
-                });
-            }
+        let task = super::serve_http(listener, move || {
+            let (h, name) = (h.clone(), name.clone());
+            hyper::service::service_fn(move |req: Request<Incoming>| {
+                h.fetch_add(1, Ordering::SeqCst);
+                let host = req.headers().get("host").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                let mut resp = Response::new(Full::new(Bytes::from(host.unwrap_or_default())));
+                resp.headers_mut().insert("x-backend", name.parse().unwrap());
+                async move { Ok::<_, Infallible>(resp) }
+            })
         });
         PlainBackend { addr, hits, task }
     }

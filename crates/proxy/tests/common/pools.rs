@@ -1,5 +1,5 @@
 //! Helpers of the connection-pool and outlier-detection tests: cluster
-//! statistics and `/clusters` lines from the admin handlers, and config.
+//! statistics and `/clusters` lines from the admin handlers.
 #![allow(dead_code)]
 
 use weir_proxy::State;
@@ -41,34 +41,4 @@ pub fn ejected(state: &State, cluster: &str) -> Vec<String> {
         .filter(|(_, v)| v.contains("failed_outlier_check"))
         .map(|(h, _)| h)
         .collect()
-}
-
-/// A VirtualService for `host` with `rule` (YAML lines under `http:`).
-pub fn vs(host: &str, rule: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: {host}, namespace: default}}
-spec:
-  hosts: [{host}]
-  http:
-{rule}
----
-"
-    )
-}
-
-/// A DestinationRule for `host` with `traffic_policy` (YAML lines under `trafficPolicy:`).
-pub fn dr(host: &str, traffic_policy: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: {host}, namespace: default}}
-spec:
-  host: {host}
-  trafficPolicy:
-{traffic_policy}
----
-"
-    )
 }

@@ -17,12 +17,11 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use weir_compile::message::Messages;
-use weir_compile::{ConfigStore, Input, MeshConfig, Node, Registry};
+use weir_compile::Node;
 use weir_proxy::server::ServeError;
 use weir_proxy::{Options, Runtime, State};
 
-use super::{Reply, options, wait_for};
+use super::{Proxy, Reply, compile_for, load_checked, options};
 
 /// A certificate and its key, PEM.
 #[derive(Clone, Debug)]
@@ -98,15 +97,7 @@ pub struct Dir(pub PathBuf);
 
 impl Dir {
     pub fn new(tag: &str) -> Dir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "weir-test-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
+        Dir(super::temp_dir(&format!("test-{tag}")))
     }
     pub fn write(&self, name: &str, text: &str) -> String {
         let p = self.0.join(name);
@@ -126,18 +117,9 @@ impl Drop for Dir {
 
 /// Compiles `yaml` for the default node, with the Secrets in `yaml` and the files in `dir`.
 pub fn runtime_in(dir: &Path, yaml: &str, version: u64, previous: Option<&Runtime>) -> Runtime {
-    let loaded = weir_api::load_str(yaml, "test.yaml", &weir_api::LoadOptions::default());
-    assert!(loaded.errors.is_empty() && loaded.problems.is_empty(), "{:?} {:?}", loaded.errors, loaded.problems);
-    for o in &loaded.objects {
-        let report = weir_api::validate(o);
-        assert!(!report.has_errors(), "{} is invalid: {:?}", o.key(), report.findings);
-    }
-    let store = ConfigStore::new(loaded.objects);
-    let mesh = MeshConfig::default();
+    let loaded = load_checked(yaml);
     let node = Node::default();
-    let mut messages = Messages::default();
-    let registry = Registry::from_config(&store, &mesh, &node, &mut messages);
-    let snapshot = weir_compile::compile(Input { config: &store, registry: &registry, mesh: &mesh }, &node);
+    let snapshot = compile_for(loaded.objects, &node);
     let (creds, _warnings) = weir_proxy::tls::Credentials::load(&loaded.others, &snapshot, &node.namespace, dir);
     Runtime::with_credentials(snapshot, version, previous, creds)
 }
@@ -156,13 +138,9 @@ impl TlsProxy {
     }
 
     pub async fn start_with(options: Options, dir: Dir, yaml: &str) -> TlsProxy {
-        let state = State::new(options, runtime_in(dir.path(), yaml, 1, None));
-        let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(weir_proxy::server::serve(state.clone(), rx));
-        let s = state.clone();
-        wait_for("listeners", || s.ready.load(Ordering::SeqCst) || task.is_finished()).await;
-        assert!(!task.is_finished(), "serve ended early");
-        TlsProxy { state, dir, shutdown: tx, task }
+        let Proxy { state, shutdown, task } =
+            Proxy::serve(State::new(options, runtime_in(dir.path(), yaml, 1, None))).await;
+        TlsProxy { state, dir, shutdown, task }
     }
 
     /// Publishes `yaml` (re-reading the directory's files) as the next snapshot.

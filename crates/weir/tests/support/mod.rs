@@ -44,26 +44,12 @@ impl Mesh {
         })
         .expect("start the backends");
         let dir = TempDir::new(name);
-        let config = dir.path().join("config");
-        std::fs::create_dir_all(&config).expect("mkdir config");
+        let config = dir.config_dir();
         std::fs::write(config.join("services.yaml"), apps.service_entries(port)).expect("write services");
         for y in yaml {
             write_objects(&config, y);
         }
-        let stderr = dir.path().join("weir.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_weir"))
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .args(["--role", "sidecar", "--admin", &admin.to_string(), "--proxy-port", "0"])
-            .args(["--access-log", "off", "--concurrency", "1", "--drain-timeout", "100ms"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).expect("log file"))
-            .spawn()
-            .expect("spawn weir run");
-        let mut weir = Weir { child, stderr };
-        weir.wait_ready(admin);
+        let weir = Weir::run(&config, admin, &["--role", "sidecar", "--concurrency", "1"]);
         Mesh { weir, apps, listener, admin, config, _dir: dir }
     }
 
@@ -129,13 +115,47 @@ pub fn write_objects(dir: &Path, yaml: &str) {
     }
 }
 
+/// `weir.log` beside the config directory `config`.
+pub fn weir_log(config: &Path) -> PathBuf {
+    config.parent().unwrap_or(config).join("weir.log")
+}
+
 /// A `weir` child process, killed on drop.
 pub struct Weir {
     pub child: Child,
     pub stderr: PathBuf,
 }
 
+/// `weir run --config <config> --admin <admin> --proxy-port 0 --access-log off
+/// --drain-timeout 100ms <args>`, stdin and stdout closed.
+pub fn weir_run(config: &Path, admin: SocketAddr, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weir"));
+    cmd.arg("run")
+        .arg("--config")
+        .arg(config)
+        .args(["--admin", &admin.to_string(), "--proxy-port", "0", "--access-log", "off"])
+        .args(["--drain-timeout", "100ms"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    cmd
+}
+
 impl Weir {
+    /// [`weir_run`] with its log in `weir.log` beside `config`; returns once ready.
+    pub fn run(config: &Path, admin: SocketAddr, args: &[&str]) -> Weir {
+        Weir::start(weir_run(config, admin, args), admin, weir_log(config))
+    }
+
+    /// Spawns `cmd` (a `weir` command) with stderr to `log`, then waits until
+    /// it is ready on `admin`.
+    pub fn start(mut cmd: Command, admin: SocketAddr, log: PathBuf) -> Weir {
+        let child = cmd.stderr(std::fs::File::create(&log).expect("log file")).spawn().expect("spawn weir");
+        let mut weir = Weir { child, stderr: log };
+        weir.wait_ready(admin);
+        weir
+    }
+
     /// Polls `/ready` until it answers 200 (bounded), failing early if weir exits.
     pub fn wait_ready(&mut self, admin: SocketAddr) {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -301,6 +321,12 @@ impl TempDir {
     }
     pub fn path(&self) -> &Path {
         &self.0
+    }
+    /// `<dir>/config`, created.
+    pub fn config_dir(&self) -> PathBuf {
+        let config = self.0.join("config");
+        std::fs::create_dir_all(&config).expect("mkdir config");
+        config
     }
 }
 
