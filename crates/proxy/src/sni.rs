@@ -279,6 +279,28 @@ mod tests {
         assert!(parse_records(&[0x16, 3, 1, 0, 6, 1, 0, 0, 2, 3, 3]).is_err(), "truncated body");
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends before the handshake, parsing never panics, and a real
+        /// hello with bytes flipped either parses, asks for more, or is rejected.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let _ = parse_records(&bytes);
+            let mut tls = vec![0x16, 3, 1];
+            tls.extend_from_slice(&bytes);
+            let _ = parse_records(&tls);
+        }
+
+        #[test]
+        fn mutated_hellos_never_panic(flips in proptest::collection::vec((0usize..2048, proptest::num::u8::ANY), 1..8)) {
+            let mut bytes = real_hello("mutated.example.com");
+            for (at, v) in flips {
+                let n = bytes.len();
+                bytes[at % n] = v;
+            }
+            let _ = parse_records(&bytes);
+        }
+    }
+
     #[tokio::test]
     async fn reads_from_a_stream_and_replays_the_bytes() {
         let bytes = real_hello("x.test");
