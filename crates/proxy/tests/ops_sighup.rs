@@ -1,75 +1,12 @@
 //! SIGHUP makes the config watcher reload at once. In its own test binary:
 //! the signal goes to the whole process, so it must not reach other tests' watchers.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod ops_support;
 
-use weir_proxy::{AccessLogFormat, Options, Runtime, State, reload};
+use std::time::Duration;
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("weir-ops-sighup-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("mkdir");
-        TempDir(d)
-    }
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).expect("write config");
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn gateway(port: u16) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata:
-  name: gw
-  namespace: default
-spec:
-  selector:
-    istio: ingressgateway
-  servers:
-  - port: {{number: {port}, name: http, protocol: HTTP}}
-    hosts: [\"*\"]
-"
-    )
-}
-
-fn start(dir: &Path) -> (Arc<State>, reload::Fingerprint) {
-    let fp = reload::fingerprint(dir);
-    let compiled = reload::load(dir, &Default::default()).expect("valid config");
-    let options = Options { access_log: AccessLogFormat::Off, ..Options::new(dir.to_path_buf()) };
-    (State::new(options, Runtime::new(compiled.snapshot, 1, None)), fp)
-}
-
-/// Polls `f` until it holds or `within` passes.
-fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + within;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn port(state: &State) -> u16 {
-    state.current.load().snapshot.listeners[0].port
-}
+use ops_support::{TempDir, eventually, gateway, port, start};
+use weir_proxy::reload;
 
 #[cfg(unix)]
 #[test]
