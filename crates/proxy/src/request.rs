@@ -72,6 +72,13 @@ pub(crate) struct Conn {
     pub lifetime: crate::server::Lifetime,
 }
 
+impl Conn {
+    /// `https` when this listener terminated TLS, else `http` (`:scheme`, `x-forwarded-proto`).
+    fn scheme(&self) -> &'static str {
+        if self.lifetime.tls { "https" } else { "http" }
+    }
+}
+
 /// The hyper service entry point.
 pub(crate) async fn handle(conn: Arc<Conn>, req: Request<Incoming>) -> Result<Response<RespBody>, Infallible> {
     let rt = conn.state.current.load_full();
@@ -103,8 +110,8 @@ async fn serve(conn: Arc<Conn>, rt: &Runtime, req: Request<Incoming>) -> Respons
         parts.headers.insert(REQUEST_ID, headers::new_request_id());
     }
     let gateway = conn.role == ListenerRole::Gateway;
-    // `https` when this listener terminated TLS (Envoy sets it from the downstream connection).
-    let proto = HeaderValue::from_static(if conn.lifetime.tls { "https" } else { "http" });
+    // From the downstream connection, as Envoy sets it.
+    let proto = HeaderValue::from_static(conn.scheme());
     if gateway {
         append_forwarded_for(&mut parts.headers, conn.peer);
         parts.headers.insert(X_FORWARDED_PROTO, proto);
@@ -193,7 +200,7 @@ impl Pipeline<'_> {
     fn view(&self) -> ReqView<'_> {
         ReqView {
             method: &self.parts.method,
-            scheme: if self.conn.lifetime.tls { "https" } else { "http" },
+            scheme: self.conn.scheme(),
             authority: header_str(&self.authority),
             path: self.path.as_str(),
             headers: &self.parts.headers,
@@ -227,7 +234,7 @@ impl Pipeline<'_> {
             method: self.parts.method.as_str(),
             authority: header_str(&self.authority),
             path: self.path.as_str(),
-            scheme: if self.conn.lifetime.tls { "https" } else { "http" },
+            scheme: self.conn.scheme(),
             peer: self.conn.peer,
             local: self.conn.local,
             protocol: protocol_name(self.parts.version),
@@ -427,7 +434,7 @@ impl Pipeline<'_> {
                 method: self.parts.method.as_str(),
                 authority: header_str(&self.authority),
                 path: self.path.as_str(),
-                scheme: if self.conn.lifetime.tls { "https" } else { "http" },
+                scheme: self.conn.scheme(),
                 peer: self.conn.peer,
                 local: self.conn.local,
                 protocol: protocol_name(self.parts.version),
