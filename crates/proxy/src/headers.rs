@@ -337,7 +337,20 @@ pub fn new_request_id() -> HeaderValue {
 /// Removes connection-specific headers (RFC 9110 §7.6.1) before a message is forwarded.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
     use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
-    if headers.contains_key(CONNECTION) {
+    let mut listed = headers.get_all(CONNECTION).iter();
+    if let (Some(_), None) = (listed.next(), listed.next()) {
+        // One `Connection` value (the usual case): remove what it names without allocating.
+        if let Some(v) = headers.remove(CONNECTION)
+            && let Ok(list) = v.to_str()
+        {
+            for name in list.split(',').map(str::trim) {
+                let keep = name.is_empty() || (keep_te_trailers && name.eq_ignore_ascii_case("te"));
+                if !keep {
+                    headers.remove(name);
+                }
+            }
+        }
+    } else if headers.contains_key(CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
             .iter()

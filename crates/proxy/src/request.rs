@@ -148,12 +148,16 @@ async fn serve(conn: Arc<Conn>, rt: &Runtime, req: Request<Incoming>) -> Respons
 }
 
 fn append_forwarded_for(h: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
-    let value = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-        _ => ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    use std::fmt::Write as _;
+    // Built in place: one allocation for the value.
+    let prev = h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()).filter(|p| !p.is_empty());
+    let mut value = bytes::BytesMut::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
+    if let Some(p) = prev {
+        value.extend_from_slice(p);
+        value.extend_from_slice(b", ");
+    }
+    let _ = write!(value, "{}", peer.ip());
+    if let Ok(v) = HeaderValue::from_maybe_shared(value.freeze()) {
         h.insert(X_FORWARDED_FOR, v);
     }
 }

@@ -250,7 +250,9 @@ impl Handle {
 
 fn http_builder() -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1().timer(TokioTimer::new());
+    // No timeout on reading a request head, as Envoy by default (`request_headers_timeout`
+    // unset); hyper's 30 s default also cost a timer per request.
+    b.http1().timer(TokioTimer::new()).header_read_timeout(None);
     b.http2().timer(TokioTimer::new());
     b
 }
