@@ -18,6 +18,7 @@ use http::HeaderMap;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::local_reply::Flags;
+use crate::pool::UpBody;
 use crate::record::Exchange;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -262,7 +263,7 @@ impl Body for ReqBody {
 enum RespInner {
     Empty,
     Full(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(UpBody),
 }
 
 /// A response body sent downstream.
@@ -283,7 +284,7 @@ impl RespBody {
         }
         RespBody { inner: RespInner::Full(Some(b)), bytes: 0, exchange: None, deadline: None }
     }
-    pub fn upstream(b: Incoming) -> RespBody {
+    pub(crate) fn upstream(b: UpBody) -> RespBody {
         RespBody { inner: RespInner::Upstream(b), bytes: 0, exchange: None, deadline: None }
     }
 
@@ -342,7 +343,7 @@ impl Body for RespBody {
                 Poll::Ready(Some(Err(e))) => {
                     this.inner = RespInner::Empty;
                     this.finish(Flags::UR, None);
-                    return Poll::Ready(Some(Err(Box::new(e))));
+                    return Poll::Ready(Some(Err(e)));
                 }
             },
         };

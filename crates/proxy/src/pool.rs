@@ -30,7 +30,16 @@
 //!
 //! The pool's state is behind one mutex per endpoint, held only for
 //! bookkeeping (never across I/O); the request path takes it once to check
-//! out a connection and the return task once to give it back.
+//! out a connection and once to give it back.
+//!
+//! HTTP/1.1 connections have no task of their own: the request's task drives
+//! the exchange ([`h1`]) and the response body returns the connection when
+//! its last byte is read. Idle ones are checked when taken (closed by the
+//! upstream: dropped) and closed by one reaper task per pool when they idle
+//! out. HTTP/2 connections, and HTTP/1.1 ones that carry an upgrade, run on
+//! hyper's client in a task each.
+
+mod h1;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -38,16 +47,18 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use weir_compile::policy::{ConnectionPool, UNLIMITED};
 
-use crate::body::ReqBody;
+use crate::body::{BoxError, ReqBody};
 use crate::connect::Connector;
+pub(crate) use h1::H1Body;
 
 /// A circuit-breaker limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,7 +262,7 @@ pub(crate) enum SendError {
     /// No connection could be established (includes the connect timeout).
     Connect(std::io::Error),
     /// The connection failed or the upstream reset the stream before response headers.
-    Upstream(hyper::Error),
+    Upstream(BoxError),
 }
 
 impl std::fmt::Display for SendError {
@@ -269,20 +280,66 @@ impl std::error::Error for SendError {
         match self {
             SendError::Overflow(_) => None,
             SendError::Connect(e) => Some(e),
-            SendError::Upstream(e) => Some(e),
+            SendError::Upstream(e) => Some(&**e),
         }
     }
 }
 
-struct H1Conn {
-    tx: http1::SendRequest<ReqBody>,
-    id: u64,
-    created: Instant,
-    used: u32,
+/// A connection's place in its pool's and cluster's counts, given back when
+/// the connection ends (this is dropped).
+pub(crate) struct ConnSlot {
+    pool: Weak<Pool>,
+    breakers: Arc<Breakers>,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        // The cluster's count, even when the pool is gone (endpoint removed by a reload).
+        self.breakers.release_connection();
+        if let Some(p) = self.pool.upgrade() {
+            p.closed();
+        }
+    }
+}
+
+/// A response body from an upstream.
+pub(crate) enum UpBody {
+    /// HTTP/2, or an HTTP/1.1 upgrade answer.
+    Hyper(Incoming),
+    H1(H1Body),
+}
+
+impl Body for UpBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            UpBody::Hyper(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpBody::H1(b) => std::pin::Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpBody::Hyper(b) => b.is_end_stream(),
+            UpBody::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpBody::Hyper(b) => b.size_hint(),
+            UpBody::H1(b) => b.size_hint(),
+        }
+    }
 }
 
 struct IdleH1 {
-    conn: H1Conn,
+    conn: Box<h1::H1Conn>,
     since: Instant,
 }
 
@@ -301,7 +358,8 @@ pub(crate) struct H2Conn {
 }
 
 enum Conn {
-    H1(H1Conn),
+    /// Boxed: it moves between the pool, waiters and response bodies.
+    H1(Box<h1::H1Conn>),
     H2(Arc<H2Conn>),
 }
 
@@ -320,6 +378,9 @@ struct Inner {
     waiters: [VecDeque<oneshot::Sender<Handoff>>; 2],
     /// The URI of the last request that waited (what a dial for waiters connects to).
     dial_uri: Option<Uri>,
+    /// The idle HTTP/1.1 reaper: when it wakes next (None: not running) and its generation.
+    reaper_at: Option<Instant>,
+    reaper_gen: u64,
 }
 
 /// The connection pool of one endpoint (or, for ORIGINAL_DST, one destination).
@@ -403,8 +464,11 @@ impl Pool {
         self: &Arc<Self>,
         mut req: Request<ReqBody>,
         http2: bool,
-    ) -> Result<(Response<Incoming>, Lease), SendError> {
+    ) -> Result<(Response<UpBody>, Lease), SendError> {
         let dial_uri = req.uri().clone();
+        if !http2 && !req.headers().contains_key(http::header::UPGRADE) {
+            return self.send_h1(req, &dial_uri).await;
+        }
         if !http2 {
             // HTTP/1.1 sends the origin form; the authority travels in `Host`.
             let origin = dial_uri.path_and_query().cloned().map_or_else(|| Uri::from_static("/"), Uri::from);
@@ -413,26 +477,12 @@ impl Pool {
         let mut unsent = 0;
         loop {
             let conn = self.checkout(if http2 { H2 } else { H1 }, &dial_uri).await?;
-            let mut lease = Lease::default();
-            if self.breakers.counts_requests() {
-                if !Breakers::take(&self.breakers.requests, self.breakers.max_requests) {
-                    inc(&self.breakers.stats.upstream_rq_pending_overflow);
-                    match conn {
-                        Conn::H1(c) => self.give_h1(c),
-                        Conn::H2(c) => self.release_stream(c),
-                    }
-                    return Err(SendError::Overflow(Limit::Requests));
-                }
-                lease.request = Some(self.breakers.clone());
-            }
+            let mut lease = self.request_slot(&conn)?;
             let result = match conn {
-                Conn::H1(mut c) => {
-                    c.used += 1;
-                    let r = c.tx.try_send_request(req).await;
-                    if r.is_ok() {
-                        self.spawn_return(c);
-                    }
-                    r
+                Conn::H1(c) => {
+                    // An upgrade: hyper's client takes the connection over for good.
+                    let mut tx = self.hand_to_hyper(c).await?;
+                    tx.try_send_request(req).await
                 }
                 Conn::H2(c) => {
                     let mut tx = c.tx.clone();
@@ -441,24 +491,96 @@ impl Pool {
                 }
             };
             match result {
-                Ok(resp) => return Ok((resp, lease)),
+                Ok(resp) => return Ok((resp.map(UpBody::Hyper), lease)),
                 Err(mut e) => match e.take_message() {
                     Some(r) if unsent < UNSENT_RETRIES => {
                         unsent += 1;
                         req = r;
                     }
-                    _ => return Err(SendError::Upstream(e.into_error())),
+                    _ => return Err(SendError::Upstream(Box::new(e.into_error()))),
                 },
             }
         }
     }
 
+    /// HTTP/1.1 on a pooled connection, driven by this task ([`h1`]).
+    async fn send_h1(
+        self: &Arc<Self>,
+        req: Request<ReqBody>,
+        dial_uri: &Uri,
+    ) -> Result<(Response<UpBody>, Lease), SendError> {
+        let (parts, mut body) = req.into_parts();
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let authority = parts.uri.authority().map(|a| a.as_str());
+        let head = h1::encode_head(&parts.method, target, &parts.headers, authority, h1::Framing::of_request(&body));
+        let mut unsent = 0;
+        loop {
+            let conn = self.checkout(H1, dial_uri).await?;
+            let lease = self.request_slot(&conn)?;
+            let Conn::H1(mut c) = conn else {
+                return Err(SendError::Connect(std::io::Error::other("HTTP/2 connection for an HTTP/1.1 request")));
+            };
+            c.used += 1;
+            // Let the other requests that are ready reach this point first, so their writes
+            // go out together: each upstream wake-up then serves a batch (BENCHMARKS.md).
+            tokio::task::yield_now().await;
+            match h1::exchange(Arc::downgrade(self), c, head.clone(), body, &parts.method).await {
+                Ok(resp) => return Ok((resp.map(UpBody::H1), lease)),
+                Err(h1::ExchangeError::Unsent(b)) if unsent < UNSENT_RETRIES => {
+                    unsent += 1;
+                    body = b;
+                }
+                Err(h1::ExchangeError::Unsent(_)) => {
+                    return Err(SendError::Upstream(Box::new(h1::H1Error::ClosedBeforeHead)));
+                }
+                Err(h1::ExchangeError::Failed(e)) => return Err(SendError::Upstream(Box::new(e))),
+            }
+        }
+    }
+
+    /// The request slot (`http2MaxRequests`) for a request about to go out on `conn`.
+    fn request_slot(self: &Arc<Self>, conn: &Conn) -> Result<Lease, SendError> {
+        let mut lease = Lease::default();
+        if self.breakers.counts_requests() {
+            if !Breakers::take(&self.breakers.requests, self.breakers.max_requests) {
+                inc(&self.breakers.stats.upstream_rq_pending_overflow);
+                match conn {
+                    // The connection goes back (the caller drops its handle to it).
+                    Conn::H1(_) => {}
+                    Conn::H2(c) => self.release_stream(c.clone()),
+                }
+                return Err(SendError::Overflow(Limit::Requests));
+            }
+            lease.request = Some(self.breakers.clone());
+        }
+        Ok(lease)
+    }
+
+    /// Runs an HTTP/1.1 connection on hyper's client from now on (upgrades).
+    async fn hand_to_hyper(&self, c: Box<h1::H1Conn>) -> Result<http1::SendRequest<ReqBody>, SendError> {
+        let h1::H1Conn { io, id, created, slot, .. } = *c;
+        let (tx, conn) = http1::Builder::new()
+            .handshake(hyper_util::rt::TokioIo::new(io))
+            .await
+            .map_err(|e| SendError::Upstream(Box::new(e)))?;
+        tokio::spawn(drive(slot, id, created, conn.with_upgrades()));
+        Ok(tx)
+    }
+
     /// A connection (HTTP/1.1) or a stream (HTTP/2), waiting as a pending request if needed.
     async fn checkout(self: &Arc<Self>, p: usize, dial_uri: &Uri) -> Result<Conn, SendError> {
-        let (rx, dial) = {
+        let (rx, dial) = loop {
+            // Connections found closed; dropped outside the lock (that gives their slots back).
+            let mut stale = Vec::new();
             let mut inner = self.lock();
-            if let Some(c) = self.ready(&mut inner, p) {
+            if let Some(c) = self.ready(&mut inner, p, &mut stale) {
+                drop(inner);
                 return Ok(c);
+            }
+            if !stale.is_empty() {
+                drop(inner);
+                drop(stale);
+                continue;
             }
             if !Breakers::take(&self.breakers.pending, self.breakers.max_pending) {
                 inc(&self.breakers.stats.upstream_rq_pending_overflow);
@@ -475,7 +597,7 @@ impl Pool {
             if inner.dial_uri.as_ref() != Some(dial_uri) {
                 inner.dial_uri = Some(dial_uri.clone());
             }
-            (rx, self.should_dial(&mut inner, p))
+            break (rx, self.should_dial(&mut inner, p));
         };
         let _pending = PendingGuard(&self.breakers);
         if dial {
@@ -499,23 +621,19 @@ impl Pool {
     }
 
     /// A ready connection or stream, under the lock.
-    fn ready(&self, inner: &mut Inner, p: usize) -> Option<Conn> {
+    /// Idle HTTP/1.1 connections found unusable go to `stale` (to be dropped after the lock).
+    fn ready(&self, inner: &mut Inner, p: usize, stale: &mut Vec<IdleH1>) -> Option<Conn> {
         let now = Instant::now();
         if p == H1 {
-            while let Some(idle) = inner.idle.pop() {
-                let c = idle.conn;
-                if c.tx.is_closed() || !c.tx.is_ready() {
-                    continue;
-                }
-                if self.expired(c.created, now) {
+            while let Some(mut idle) = inner.idle.pop() {
+                if self.expired(idle.conn.created, now) {
                     inc(&self.breakers.stats.upstream_cx_max_duration_reached);
-                    continue;
-                }
-                if now.saturating_duration_since(idle.since) >= self.settings.idle_timeout {
+                } else if now.saturating_duration_since(idle.since) >= self.settings.idle_timeout {
                     inc(&self.breakers.stats.upstream_cx_idle_timeout);
-                    continue;
+                } else if idle.conn.idle_usable() {
+                    return Some(Conn::H1(idle.conn));
                 }
-                return Some(Conn::H1(c));
+                stale.push(idle);
             }
             return None;
         }
@@ -526,7 +644,7 @@ impl Pool {
             inc(&self.breakers.stats.upstream_cx_max_duration_reached);
             c.draining.store(true, Ordering::Relaxed);
             inner.h2.remove(i);
-            return self.ready(inner, p);
+            return self.ready(inner, p, stale);
         }
         self.reserve_stream(inner, &c);
         Some(Conn::H2(c))
@@ -606,7 +724,7 @@ impl Pool {
         let io = tower_service::Service::call(&mut connector, uri).await?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let created = Instant::now();
-        let weak = Arc::downgrade(self);
+        let slot = ConnSlot { pool: Arc::downgrade(self), breakers: self.breakers.clone() };
         if p == H2 {
             let mut b = http2::Builder::new(TokioExecutor::new());
             b.timer(TokioTimer::new());
@@ -626,12 +744,11 @@ impl Pool {
                 draining: AtomicBool::new(false),
                 idle_since: AtomicU64::new(self.millis(created)),
             });
-            tokio::spawn(drive(weak, self.breakers.clone(), id, created, conn));
+            tokio::spawn(drive(slot, id, created, conn));
             Ok(Conn::H2(c))
         } else {
-            let (tx, conn) = http1::Builder::new().handshake(io).await.map_err(std::io::Error::other)?;
-            tokio::spawn(drive(weak, self.breakers.clone(), id, created, conn.with_upgrades()));
-            Ok(Conn::H1(H1Conn { tx, id, created, used: 0 }))
+            let io = io.into_inner();
+            Ok(Conn::H1(Box::new(h1::H1Conn { io, rbuf: bytes::BytesMut::new(), id, created, used: 0, slot })))
         }
     }
 
@@ -667,26 +784,15 @@ impl Pool {
         self.serve_h2_waiters(&mut inner, &c);
     }
 
-    /// Returns an HTTP/1.1 connection once its exchange is over.
-    fn spawn_return(self: &Arc<Self>, mut c: H1Conn) {
-        let pool = Arc::downgrade(self);
-        tokio::spawn(async move {
-            if c.tx.ready().await.is_ok()
-                && let Some(p) = pool.upgrade()
-            {
-                p.give_h1(c);
-            }
-        });
-    }
-
     /// A connection free for a request: to the first waiter, else idle (or closed when used up).
-    fn give_h1(&self, mut c: H1Conn) {
+    fn give_h1(self: &Arc<Self>, mut c: Box<h1::H1Conn>) {
         let max = self.settings.max_requests_per_connection;
         if max != 0 && c.used >= max {
             inc(&self.breakers.stats.upstream_cx_max_requests);
             return;
         }
-        if self.expired(c.created, Instant::now()) {
+        let now = Instant::now();
+        if self.expired(c.created, now) {
             inc(&self.breakers.stats.upstream_cx_max_duration_reached);
             return;
         }
@@ -695,10 +801,76 @@ impl Pool {
             match w.send(Handoff::Conn(Conn::H1(c))) {
                 Ok(()) => return,
                 Err(Handoff::Conn(Conn::H1(back))) => c = back,
-                Err(_) => return,
+                Err(other) => {
+                    drop(inner);
+                    drop(other);
+                    return;
+                }
             }
         }
-        inner.idle.push(IdleH1 { conn: c, since: Instant::now() });
+        let mut due = now + self.settings.idle_timeout;
+        if let Some(d) = self.settings.max_duration {
+            due = due.min(c.created + d);
+        }
+        inner.idle.push(IdleH1 { conn: c, since: now });
+        if inner.reaper_at.is_none_or(|at| due < at) {
+            inner.reaper_at = Some(due);
+            inner.reaper_gen += 1;
+            let generation = inner.reaper_gen;
+            drop(inner);
+            self.spawn_reaper(generation, due);
+        }
+    }
+
+    /// One task per pool closes idle HTTP/1.1 connections when they idle out or
+    /// outlive `maxConnectionDuration`; a newer reaper (an earlier deadline) replaces it.
+    fn spawn_reaper(self: &Arc<Self>, generation: u64, first: Instant) {
+        let pool = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut at = first;
+            loop {
+                tokio::time::sleep_until(at).await;
+                let Some(p) = pool.upgrade() else { return };
+                match p.reap_idle(generation) {
+                    Some(next) => at = next,
+                    None => return,
+                }
+            }
+        });
+    }
+
+    /// Closes the idle HTTP/1.1 connections that are due; when to look again (None: stop).
+    fn reap_idle(&self, generation: u64) -> Option<Instant> {
+        let now = Instant::now();
+        let mut closing = Vec::new();
+        let next = {
+            let mut inner = self.lock();
+            if inner.reaper_gen != generation {
+                return None;
+            }
+            let mut next: Option<Instant> = None;
+            let mut i = 0;
+            while i < inner.idle.len() {
+                let c = &inner.idle[i];
+                let idle_until = c.since + self.settings.idle_timeout;
+                let expires = self.settings.max_duration.map(|d| c.conn.created + d);
+                if expires.is_some_and(|e| e <= now) {
+                    inc(&self.breakers.stats.upstream_cx_max_duration_reached);
+                } else if idle_until <= now {
+                    inc(&self.breakers.stats.upstream_cx_idle_timeout);
+                } else {
+                    let due = expires.map_or(idle_until, |e| e.min(idle_until));
+                    next = Some(next.map_or(due, |n| n.min(due)));
+                    i += 1;
+                    continue;
+                }
+                closing.push(inner.idle.swap_remove(i));
+            }
+            inner.reaper_at = next;
+            next
+        };
+        drop(closing);
+        next
     }
 
     /// Closes connection `id` if it idled out or outlived `maxConnectionDuration`;
@@ -708,19 +880,7 @@ impl Pool {
         let mut inner = self.lock();
         let expired = self.expired(created, now);
         let mut next = now + self.settings.idle_timeout;
-        if let Some(i) = inner.idle.iter().position(|c| c.conn.id == id) {
-            let idle_until = inner.idle[i].since + self.settings.idle_timeout;
-            if expired || idle_until <= now {
-                inner.idle.swap_remove(i);
-                inc(if expired {
-                    &self.breakers.stats.upstream_cx_max_duration_reached
-                } else {
-                    &self.breakers.stats.upstream_cx_idle_timeout
-                });
-                return None;
-            }
-            next = idle_until;
-        } else if let Some(i) = inner.h2.iter().position(|c| c.id == id) {
+        if let Some(i) = inner.h2.iter().position(|c| c.id == id) {
             let c = &inner.h2[i];
             let idle = c.streams.load(Ordering::Relaxed) == 0;
             let since = self.epoch + Duration::from_millis(c.idle_since.load(Ordering::Relaxed));
@@ -774,12 +934,14 @@ impl Pool {
     }
 }
 
-/// Runs one upstream connection until it ends, closing it when it idles out or expires.
-async fn drive<F, E>(pool: Weak<Pool>, breakers: Arc<Breakers>, id: u64, created: Instant, conn: F)
+/// Runs one hyper client connection (HTTP/2, or an upgraded HTTP/1.1 one) until it ends,
+/// closing an HTTP/2 connection when it idles out or expires.
+async fn drive<F, E>(slot: ConnSlot, id: u64, created: Instant, conn: F)
 where
     F: Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
+    let pool = slot.pool.clone();
     let mut conn = std::pin::pin!(conn);
     let first = pool.upgrade().map(|p| {
         let mut d = p.settings.idle_timeout;
@@ -809,11 +971,7 @@ where
             }
         }
     }
-    // The cluster's count, even when the pool is gone (endpoint removed by a reload).
-    breakers.release_connection();
-    if let Some(p) = pool.upgrade() {
-        p.closed();
-    }
+    drop(slot);
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use crate::headers::{self, FmtCtx, REQUEST_ID};
 use crate::lb::PickInput;
 use crate::local_reply::{Flags, LocalReply, grpc_abort, reason_value};
 use crate::outlier::Observed;
-use crate::pool::SendError;
+use crate::pool::{SendError, UpBody};
 use crate::record::{Exchange, protocol_name};
 use crate::router::{Action, CompiledRoute, Destination, ReqView, Table, location_value, split_host_port};
 use crate::runtime::Runtime;
@@ -175,7 +175,7 @@ struct Pipeline<'c> {
 /// How an upstream exchange ended without a usable response.
 enum Outcome {
     Reply(LocalReply),
-    Response(Response<Incoming>, Option<Arc<EndpointState>>, Duration),
+    Response(Response<UpBody>, Option<Arc<EndpointState>>, Duration),
 }
 
 impl Pipeline<'_> {
