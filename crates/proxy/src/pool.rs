@@ -467,7 +467,8 @@ impl Pool {
     ) -> Result<(Response<UpBody>, Lease), SendError> {
         let dial_uri = req.uri().clone();
         if !http2 && !req.headers().contains_key(http::header::UPGRADE) {
-            return self.send_h1(req, &dial_uri).await;
+            let (parts, body) = req.into_parts();
+            return self.send_h1(&parts.method, &dial_uri, &parts.headers, body).await;
         }
         if !http2 {
             // HTTP/1.1 sends the origin form; the authority travels in `Host`.
@@ -503,19 +504,21 @@ impl Pool {
         }
     }
 
-    /// HTTP/1.1 on a pooled connection, driven by this task ([`h1`]).
-    async fn send_h1(
+    /// HTTP/1.1 on a pooled connection, driven by this task ([`h1`]): `method` and `headers`
+    /// to the absolute `uri` (sent in origin form; its authority fills in a missing `Host`).
+    pub async fn send_h1(
         self: &Arc<Self>,
-        req: Request<ReqBody>,
-        dial_uri: &Uri,
+        method: &http::Method,
+        uri: &Uri,
+        headers: &http::HeaderMap,
+        mut body: ReqBody,
     ) -> Result<(Response<UpBody>, Lease), SendError> {
-        let (parts, mut body) = req.into_parts();
-        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let authority = parts.uri.authority().map(|a| a.as_str());
-        let head = h1::encode_head(&parts.method, target, &parts.headers, authority, h1::Framing::of_request(&body));
+        let target = uri.path_and_query().map_or("/", |p| p.as_str());
+        let authority = uri.authority().map(|a| a.as_str());
+        let head = h1::encode_head(method, target, headers, authority, h1::Framing::of_request(&body));
         let mut unsent = 0;
         loop {
-            let conn = self.checkout(H1, dial_uri).await?;
+            let conn = self.checkout(H1, uri).await?;
             let lease = self.request_slot(&conn)?;
             let Conn::H1(mut c) = conn else {
                 return Err(SendError::Connect(std::io::Error::other("HTTP/2 connection for an HTTP/1.1 request")));
@@ -524,7 +527,7 @@ impl Pool {
             // Let the other requests that are ready reach this point first, so their writes
             // go out together: each upstream wake-up then serves a batch (BENCHMARKS.md).
             tokio::task::yield_now().await;
-            match h1::exchange(Arc::downgrade(self), c, head.clone(), body, &parts.method).await {
+            match h1::exchange(Arc::downgrade(self), c, head.clone(), body, method).await {
                 Ok(resp) => return Ok((resp.map(UpBody::H1), lease)),
                 Err(h1::ExchangeError::Unsent(b)) if unsent < UNSENT_RETRIES => {
                     unsent += 1;

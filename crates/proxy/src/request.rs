@@ -580,18 +580,9 @@ impl Pipeline<'_> {
         body: ReqBody,
         headers: HeaderMap,
     ) -> Option<Request<ReqBody>> {
-        let authority = match authority {
-            Some(a) if !a.as_str().is_empty() => a.clone(),
-            // No usable authority: name the endpoint itself.
-            _ => Authority::from_maybe_shared(Bytes::copy_from_slice(endpoint?.host.as_bytes())).ok()?,
-        };
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = Some(authority);
-        uri.path_and_query = Some(path.clone());
         let mut req = Request::new(body);
         *req.method_mut() = self.parts.method.clone();
-        *req.uri_mut() = Uri::from_parts(uri).ok()?;
+        *req.uri_mut() = upstream_uri(authority, endpoint, path)?;
         *req.version_mut() = if http2 { Version::HTTP_2 } else { Version::HTTP_11 };
         *req.headers_mut() = headers;
         Some(req)
@@ -706,34 +697,61 @@ impl Pipeline<'_> {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let mut headers = if attempt < max_attempts {
-                self.parts.headers.clone()
-            } else {
-                std::mem::take(&mut self.parts.headers)
-            };
-            headers.insert(ATTEMPT_COUNT, attempt_value(attempt));
-            if let Some(d) = attempt_deadline {
-                let ms = d.saturating_duration_since(now).as_millis().max(1);
-                headers.insert(EXPECTED_TIMEOUT, HeaderValue::from(u64::try_from(ms).unwrap_or(u64::MAX)));
-            }
             let body = replay.map_or(ReqBody::Empty, |r| r.reader());
             let ep = endpoint.as_ref().map(|(_, e)| e.clone());
-            let Some(req) = self.upstream_request(http2, authority.as_ref(), ep.as_deref(), path, body, headers) else {
-                return Outcome::Reply(LocalReply::no_healthy_upstream(&cluster.name));
-            };
-            let passthrough;
-            let pool = match &ep {
-                Some(e) => e.pool(),
-                None => {
-                    passthrough = cluster.passthrough_pool(req.uri().authority().map_or("", |a| a.as_str()));
-                    &passthrough
-                }
-            };
             let sent = std::time::Instant::now();
-            let fut = pool.send(req, http2);
-            let result = match attempt_deadline {
-                Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
-                None => Some(fut.await),
+            let result = if !http2 && self.upgrade.is_none() {
+                // HTTP/1.1 writes the head from the headers in place: no copy per attempt.
+                let h = &mut self.parts.headers;
+                h.insert(ATTEMPT_COUNT, attempt_value(attempt));
+                if let Some(d) = attempt_deadline {
+                    let ms = d.saturating_duration_since(now).as_millis().max(1);
+                    h.insert(EXPECTED_TIMEOUT, HeaderValue::from(u64::try_from(ms).unwrap_or(u64::MAX)));
+                }
+                let Some(uri) = upstream_uri(authority.as_ref(), ep.as_deref(), path) else {
+                    return Outcome::Reply(LocalReply::no_healthy_upstream(&cluster.name));
+                };
+                let passthrough;
+                let pool = match &ep {
+                    Some(e) => e.pool(),
+                    None => {
+                        passthrough = cluster.passthrough_pool(uri.authority().map_or("", |a| a.as_str()));
+                        &passthrough
+                    }
+                };
+                let fut = pool.send_h1(&self.parts.method, &uri, &self.parts.headers, body);
+                match attempt_deadline {
+                    Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
+                    None => Some(fut.await),
+                }
+            } else {
+                let mut headers = if attempt < max_attempts {
+                    self.parts.headers.clone()
+                } else {
+                    std::mem::take(&mut self.parts.headers)
+                };
+                headers.insert(ATTEMPT_COUNT, attempt_value(attempt));
+                if let Some(d) = attempt_deadline {
+                    let ms = d.saturating_duration_since(now).as_millis().max(1);
+                    headers.insert(EXPECTED_TIMEOUT, HeaderValue::from(u64::try_from(ms).unwrap_or(u64::MAX)));
+                }
+                let Some(req) = self.upstream_request(http2, authority.as_ref(), ep.as_deref(), path, body, headers)
+                else {
+                    return Outcome::Reply(LocalReply::no_healthy_upstream(&cluster.name));
+                };
+                let passthrough;
+                let pool = match &ep {
+                    Some(e) => e.pool(),
+                    None => {
+                        passthrough = cluster.passthrough_pool(req.uri().authority().map_or("", |a| a.as_str()));
+                        &passthrough
+                    }
+                };
+                let fut = pool.send(req, http2);
+                match attempt_deadline {
+                    Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
+                    None => Some(fut.await),
+                }
             };
             // The one classification of this attempt: outlier detection, retries and the reply follow it.
             let (observed, failure) = match &result {
@@ -809,6 +827,20 @@ impl Pipeline<'_> {
             }
         }
     }
+}
+
+/// The absolute URI of an upstream request: `authority` (else the endpoint's host) and `path`.
+fn upstream_uri(authority: Option<&Authority>, endpoint: Option<&EndpointState>, path: &PathAndQuery) -> Option<Uri> {
+    let authority = match authority {
+        Some(a) if !a.as_str().is_empty() => a.clone(),
+        // No usable authority: name the endpoint itself.
+        _ => Authority::from_maybe_shared(Bytes::copy_from_slice(endpoint?.host.as_bytes())).ok()?,
+    };
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(authority);
+    uri.path_and_query = Some(path.clone());
+    Uri::from_parts(uri).ok()
 }
 
 /// `x-envoy-attempt-count` without allocating for the usual counts.
