@@ -265,18 +265,28 @@ use crate::types::path_hash;
 /// A key written twice in one mapping is an error, as in Kubernetes' YAML reader.
 pub fn field_lines(ev: &[Ev<'_>], lines: &[u32], i: usize, out: &mut Vec<(u64, u32)>) -> Result<(), SyntaxError> {
     let mut path = String::new();
-    walk(ev, lines, i, &mut path, out).map(|_| ())
+    walk(ev, lines, i, &mut path, None, out).map(|_| ())
 }
 
+/// `parent`: the line recorded for the parent path, when the parent is the path with its last
+/// `.key` or `[n]` cut off (what `Origin::line_of` falls back to). A node on its parent's line
+/// is not recorded: the lookup finds the same line through the parent (a flow mapping
+/// `{address: 10.0.0.1, ports: {http: 80}}` costs one entry instead of four).
 fn walk(
     ev: &[Ev<'_>],
     lines: &[u32],
     i: usize,
     path: &mut String,
+    parent: Option<u32>,
     out: &mut Vec<(u64, u32)>,
 ) -> Result<usize, SyntaxError> {
+    // The line a lookup of one of this node's children falls back to.
+    let mut here = None;
     if !path.is_empty() {
-        out.push((path_hash(path), lines[i]));
+        if parent != Some(lines[i]) {
+            out.push((path_hash(path), lines[i]));
+        }
+        here = Some(lines[i]);
     }
     match ev.get(i) {
         Some(Ev::MapStart) => {
@@ -298,7 +308,9 @@ fn walk(
                             path.push('.');
                         }
                         path.push_str(key);
-                        k = walk(ev, lines, k + 1, path, out)?;
+                        // A key with `.` or `[` in it is not cut off whole by the lookup.
+                        let parent = here.filter(|_| !key.contains(['.', '[']));
+                        k = walk(ev, lines, k + 1, path, parent, out)?;
                         path.truncate(len);
                     }
                     _ => {
@@ -319,7 +331,7 @@ fn walk(
                 let len = path.len();
                 use std::fmt::Write;
                 let _ = write!(path, "[{n}]");
-                k = walk(ev, lines, k, path, out)?;
+                k = walk(ev, lines, k, path, here, out)?;
                 path.truncate(len);
                 n += 1;
             }
@@ -399,7 +411,7 @@ impl<'de, 'e, 'a> Deserializer<'de> for &mut De<'e, 'a> {
             }
             Ev::SeqStart => {
                 self.pos += 1;
-                v.visit_seq(Seq { de: self })
+                v.visit_seq(Seq::new(self))
             }
             Ev::SeqEnd | Ev::MapEnd => Err(DeError("unexpected end of collection".into())),
         }
@@ -440,7 +452,7 @@ impl<'de, 'e, 'a> Deserializer<'de> for &mut De<'e, 'a> {
         match self.peek()? {
             Ev::SeqStart => {
                 self.pos += 1;
-                v.visit_seq(Seq { de: self })
+                v.visit_seq(Seq::new(self))
             }
             _ => Err(de::Error::invalid_type(self.unexpected(), &v)),
         }
@@ -497,6 +509,23 @@ impl<'de, 'e, 'a> Deserializer<'de> for &mut De<'e, 'a> {
 
 struct Seq<'d, 'e, 'a> {
     de: &'d mut De<'e, 'a>,
+    /// Elements not yet visited.
+    left: usize,
+}
+
+impl<'d, 'e, 'a> Seq<'d, 'e, 'a> {
+    /// The sequence whose first element is at `de.pos`, with its element count counted up front:
+    /// `Vec`s are then allocated at their final size (no growth slack kept for as long as the
+    /// config is loaded).
+    fn new(de: &'d mut De<'e, 'a>) -> Self {
+        let mut left = 0;
+        let mut k = de.pos;
+        while !matches!(de.ev.get(k), None | Some(Ev::SeqEnd)) {
+            k = skip(de.ev, k);
+            left += 1;
+        }
+        Seq { de, left }
+    }
 }
 
 impl<'de> SeqAccess<'de> for Seq<'_, '_, '_> {
@@ -507,7 +536,12 @@ impl<'de> SeqAccess<'de> for Seq<'_, '_, '_> {
             self.de.pos += 1;
             return Ok(None);
         }
+        self.left = self.left.saturating_sub(1);
         seed.deserialize(&mut *self.de).map(Some)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.left)
     }
 }
 
@@ -552,6 +586,37 @@ impl<'de> MapAccess<'de> for Map<'_, '_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fields_on_their_parents_line_are_found_through_the_parent() {
+        let text = "spec:\n  endpoints:\n  - {address: 10.0.0.1, ports: {http: 80}}\n  - address: 10.0.0.2\n    \
+                    ports: {http: 81}\n  labels: {app.kubernetes.io/name: x, v: {w: 1}}\n";
+        let s = parse(text).unwrap();
+        let mut out = Vec::new();
+        field_lines(&s.events, &s.lines, s.docs[0].start, &mut out).unwrap();
+        let recorded = out.len();
+        let origin = crate::types::Origin {
+            file: "f.yaml".into(),
+            line: 1,
+            field_lines: std::sync::Arc::new(crate::types::FieldLines::new(out)),
+        };
+        for (path, line) in [
+            ("spec", 2),
+            ("spec.endpoints[0]", 3),
+            ("spec.endpoints[0].address", 3),
+            ("spec.endpoints[0].ports.http", 3),
+            ("spec.endpoints[1]", 4),
+            ("spec.endpoints[1].address", 4),
+            ("spec.endpoints[1].ports", 5),
+            ("spec.endpoints[1].ports.http", 5),
+            ("spec.labels.app.kubernetes.io/name", 6),
+            ("spec.labels.v.w", 6),
+        ] {
+            assert_eq!(origin.line_of(path), line, "{path}");
+        }
+        // 15 fields, most of them on their parent's line.
+        assert!(recorded < 10, "{recorded} entries recorded");
+    }
 
     #[test]
     fn resolves_core_schema_scalars() {
