@@ -373,7 +373,7 @@ mod tests {
     fn inst(address: &str, labels: &[(&str, &str)]) -> Instance {
         Instance {
             address: address.into(),
-            ports: BTreeMap::new(),
+            ports: weir_api::types::SortedMap::new(),
             labels: Arc::new(labels.iter().map(|(k, v)| (Str::from(*k), Str::from(*v))).collect()),
             locality: None,
             network: None,
@@ -387,7 +387,8 @@ mod tests {
             hostname: host.into(),
             namespace: ns.into(),
             origin: format!("ServiceEntry {ns}/x").into(),
-            origin_location: "t.yaml:1".into(),
+            origin_file: "t.yaml".into(),
+            origin_line: 1,
             addresses: Vec::new(),
             ports,
             discovery: Discovery::Static,

@@ -167,7 +167,7 @@ fn build_port(
             out.messages.warn(
                 code::PORT_CONFLICT,
                 svc.origin.clone(),
-                Some(svc.origin_location.clone()),
+                Some(svc.origin_location()),
                 format!(
                     "{} port {port} ({}) cannot share listener {lname} with {other}: the connections would \
                      match the same filter chain; its traffic on this port goes to {other}",
@@ -656,7 +656,7 @@ fn build_virtual_hosts(
         };
         let location = |svc: Option<&Service>| match (vs, svc) {
             (Some(vs), _) => Some(vs.cfg.origin_at("spec.hosts")),
-            (None, Some(s)) => Some(s.origin_location.clone()),
+            (None, Some(s)) => Some(s.origin_location()),
             (None, None) => None,
         };
         let candidates: Vec<(Str, Option<&Service>)> = vs_hosts

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use weir_api::protocol::Protocol;
-use weir_api::types::{Location as SeLocation, Resolution, ServiceEntry, WorkloadEntry};
+use weir_api::types::{Location as SeLocation, Resolution, ServiceEntry, SortedMap, WorkloadEntry};
 
 use crate::fast_hash::{FastMap, map_with_capacity};
 use crate::host;
@@ -83,7 +83,7 @@ pub struct Instance {
     /// IP, host name (DNS resolution) or `unix://` path.
     pub address: Str,
     /// Service port name -> endpoint port.
-    pub ports: BTreeMap<Str, u16>,
+    pub ports: SortedMap<Str, u16>,
     pub labels: Arc<Vec<(Str, Str)>>,
     pub locality: Option<Str>,
     pub network: Option<Str>,
@@ -108,8 +108,10 @@ pub struct Service {
     pub namespace: Str,
     /// `ServiceEntry ns/name` (or `Service ns/name` later).
     pub origin: Str,
-    /// `file:line` of the declaring object.
-    pub origin_location: Str,
+    /// File and line of the declaring object (see [`Service::origin_location`]); the file name is
+    /// shared with the object, not copied per service.
+    pub origin_file: Str,
+    pub origin_line: u32,
     /// VIPs / CIDRs.
     pub addresses: Vec<Str>,
     pub ports: Vec<ServicePort>,
@@ -123,6 +125,11 @@ pub struct Service {
 }
 
 impl Service {
+    /// `file:line` of the declaring object.
+    pub fn origin_location(&self) -> Str {
+        format!("{}:{}", self.origin_file, self.origin_line).into()
+    }
+
     pub fn port(&self, number: u16) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.port == number)
     }
@@ -224,19 +231,23 @@ fn convert_service_entry(
     let addresses: Vec<Str> = spec.addresses.iter().filter_map(|a| normalize_address(a)).collect();
     let subject_alt_names: Vec<Str> = spec.subject_alt_names.iter().map(|s| Str::from(s.as_str())).collect();
     // A selector takes the endpoints' place (validation forbids setting both).
-    let shared: Vec<Instance> = match &spec.workload_selector {
+    let mut shared: Vec<Instance> = match &spec.workload_selector {
         Some(sel) => select_workload_entries(config, namespace, &sel.labels, dns, mesh),
-        None => spec.endpoints.iter().filter_map(|we| workload_instance(we, None, namespace, mesh)).collect(),
+        None => spec.endpoints.iter().filter_map(|we| workload_instance(we, None, namespace, &ports, mesh)).collect(),
     };
+    // Endpoints usually name the same ports: one map for all of them.
+    for i in 1..shared.len() {
+        let (done, rest) = shared.split_at_mut(i);
+        rest[0].ports.share(&done[i - 1].ports);
+    }
     // DNS without endpoints: the host itself is resolved.
     let host_is_endpoint = spec.endpoints.is_empty() && spec.workload_selector.is_none() && dns;
     let svc_suffix = format!(".svc.{domain}");
     let origin: Str = format!("ServiceEntry {}", se.key()).into();
-    let origin_location: Str = format!("{}:{}", se.origin.file, se.origin.line).into();
 
     let mut seen = BTreeSet::new();
     let mut out = Vec::with_capacity(spec.hosts.len());
-    for h in &spec.hosts {
+    for (i, h) in spec.hosts.iter().enumerate() {
         let hostname = host::resolve_short_name(h, namespace, domain);
         if !seen.insert(hostname.clone()) {
             continue;
@@ -244,13 +255,15 @@ fn convert_service_entry(
         let own = if host_is_endpoint {
             vec![Instance {
                 address: hostname.clone(),
-                ports: BTreeMap::new(),
-                labels: Arc::new(Vec::new()),
+                ports: SortedMap::new(),
+                labels: no_labels(),
                 locality: None,
                 network: None,
                 weight: 0,
                 service_account: None,
             }]
+        } else if i + 1 == spec.hosts.len() {
+            std::mem::take(&mut shared)
         } else {
             shared.clone()
         };
@@ -259,7 +272,8 @@ fn convert_service_entry(
             hostname,
             namespace: se.namespace.clone(),
             origin: origin.clone(),
-            origin_location: origin_location.clone(),
+            origin_file: se.origin.file.clone(),
+            origin_line: se.origin.line,
             addresses: addresses.clone(),
             ports: ports.clone(),
             discovery,
@@ -308,6 +322,12 @@ const REGION_LABEL: &str = "topology.kubernetes.io/region";
 const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 const SUBZONE_LABEL: &str = "topology.istio.io/subzone";
 
+/// The label list of instances without labels: one shared allocation.
+fn no_labels() -> Arc<Vec<(Str, Str)>> {
+    static EMPTY: std::sync::OnceLock<Arc<Vec<(Str, Str)>>> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(|| Arc::new(Vec::new())).clone()
+}
+
 /// `convertWorkloadEntryToWorkloadInstance`: one workload as an instance.
 /// `meta_labels` (a WorkloadEntry object's `metadata.labels`) win over the
 /// spec's labels. Entries without an address (reachable only through a
@@ -316,6 +336,7 @@ fn workload_instance(
     we: &WorkloadEntry,
     meta_labels: Option<&BTreeMap<String, String>>,
     namespace: &str,
+    service_ports: &[ServicePort],
     mesh: &MeshConfig,
 ) -> Option<Instance> {
     if we.address.is_empty() {
@@ -349,15 +370,19 @@ fn workload_instance(
     if !we.network.is_empty() && labels.get(NETWORK_LABEL).is_none_or(|v| v.is_empty()) {
         labels.insert(NETWORK_LABEL.to_string(), we.network.clone());
     }
-    let ports = we
-        .ports
-        .iter()
-        .filter_map(|(name, p)| u16::try_from(*p).ok().filter(|p| *p != 0).map(|p| (Str::from(name.as_str()), p)))
-        .collect();
+    // Port names shared with the service's ports where they match (no string per endpoint).
+    let name = |n: &str| service_ports.iter().find(|p| &*p.name == n).map_or_else(|| Str::from(n), |p| p.name.clone());
+    let ports =
+        we.ports.iter().filter_map(|(n, p)| u16::try_from(*p).ok().filter(|p| *p != 0).map(|p| (name(n), p))).collect();
+    let labels = if labels.is_empty() {
+        no_labels()
+    } else {
+        Arc::new(labels.into_iter().map(|(k, v)| (Str::from(k), Str::from(v))).collect())
+    };
     Some(Instance {
         address: we.address.as_str().into(),
         ports,
-        labels: Arc::new(labels.into_iter().map(|(k, v)| (Str::from(k), Str::from(v))).collect()),
+        labels,
         locality: locality.map(Str::from),
         network: (!we.network.is_empty()).then(|| Str::from(we.network.as_str())),
         weight: we.weight,
@@ -388,7 +413,9 @@ fn select_workload_entries(
         .iter()
         .filter(|we| &*we.namespace == namespace)
         .filter(|we| dns || !dns_only(&we.spec.address))
-        .filter_map(|we| workload_instance(&we.spec, Some(&we.meta.labels), namespace, mesh).map(|i| (&we.name, i)))
+        .filter_map(|we| {
+            workload_instance(&we.spec, Some(&we.meta.labels), namespace, &[], mesh).map(|i| (&we.name, i))
+        })
         .filter(|(_, i)| i.has_labels(&selector))
         .collect();
     selected.sort_by(|a, b| a.0.cmp(b.0));
@@ -405,15 +432,16 @@ fn merge_instances(drafts: Vec<Draft>) -> Vec<Arc<Service>> {
     for (i, d) in drafts.iter().enumerate() {
         groups.entry((d.service.namespace.clone(), d.service.hostname.clone())).or_default().push(i);
     }
+    let mut drafts = drafts;
     let mut instances: Vec<Option<Arc<[Instance]>>> = vec![None; drafts.len()];
     for members in groups.values() {
-        // (source draft, instance) in merge order.
-        let mut kept: Vec<(usize, &Instance)> = Vec::new();
+        // (source draft, index of the instance in its `own`) in merge order.
+        let mut kept: Vec<(usize, usize)> = Vec::new();
         let mut covered: BTreeSet<u16> = BTreeSet::new();
         for &m in members {
             let d = &drafts[m];
             let round_robin = d.service.discovery == Discovery::LogicalDns;
-            for inst in &d.own {
+            for i in 0..d.own.len() {
                 if round_robin
                     && !d.service.ports.is_empty()
                     && d.service.ports.iter().all(|p| covered.contains(&p.port))
@@ -421,15 +449,26 @@ fn merge_instances(drafts: Vec<Draft>) -> Vec<Arc<Service>> {
                     continue;
                 }
                 covered.extend(d.service.ports.iter().map(|p| p.port));
-                kept.push((m, inst));
+                kept.push((m, i));
             }
+        }
+        if let [only] = members[..] {
+            // The usual case, one declaration: its instances move instead of being copied.
+            let mut keep = vec![false; drafts[only].own.len()];
+            for &(_, i) in &kept {
+                keep[i] = true;
+            }
+            let own = std::mem::take(&mut drafts[only].own);
+            let list: Vec<Instance> = own.into_iter().zip(keep).filter_map(|(inst, k)| k.then_some(inst)).collect();
+            instances[only] = Some(Arc::from(list));
+            continue;
         }
         for &r in members {
             let to = &drafts[r].service.ports;
             let list: Vec<Instance> = kept
                 .iter()
-                .map(|&(src, inst)| {
-                    let from = &drafts[src].service.ports;
+                .map(|&(src, i)| {
+                    let (inst, from) = (&drafts[src].own[i], &drafts[src].service.ports);
                     if src == r || from == to { inst.clone() } else { translate_ports(inst, from, to) }
                 })
                 .collect();
@@ -451,7 +490,7 @@ fn merge_instances(drafts: Vec<Draft>) -> Vec<Arc<Service>> {
 
 /// `inst` (declared against ports `from`) with explicit endpoint ports for the port names of `to`.
 fn translate_ports(inst: &Instance, from: &[ServicePort], to: &[ServicePort]) -> Instance {
-    let mut ports = BTreeMap::new();
+    let mut ports = SortedMap::new();
     for p in to {
         let source = from
             .iter()
@@ -616,7 +655,7 @@ mod tests {
         assert!(!r.services[0].kubernetes_style);
         assert_eq!(&*s.namespace, "prod");
         assert_eq!(&*s.origin, "ServiceEntry prod/ext");
-        assert_eq!(&*s.origin_location, "test.yaml:1");
+        assert_eq!(&*s.origin_location(), "test.yaml:1");
         assert_eq!(s.discovery, Discovery::OriginalDst);
         assert_eq!(s.location, Location::MeshExternal);
         assert_eq!(s.visibility, Visibility::Public);

@@ -405,7 +405,8 @@ mod tests {
             hostname: host.into(),
             namespace: ns.into(),
             origin: "ServiceEntry x/y".into(),
-            origin_location: "f:1".into(),
+            origin_file: "f".into(),
+            origin_line: 1,
             addresses: vec![],
             ports: ports
                 .iter()

@@ -333,7 +333,14 @@ fn load_node(stream: &Stream<'_>, i: usize, file: &Arc<str>, opts: &LoadOptions,
         Kind::VirtualService => decode(ev, s, "spec", &kind).map(Spec::VirtualService),
         Kind::DestinationRule => decode(ev, s, "spec", &kind).map(Spec::DestinationRule),
         Kind::Gateway => decode(ev, s, "spec", &kind).map(Spec::Gateway),
-        Kind::ServiceEntry => decode(ev, s, "spec", &kind).map(Spec::ServiceEntry),
+        Kind::ServiceEntry => decode(ev, s, "spec", &kind).map(|mut se: crate::types::ServiceEntry| {
+            // Endpoints usually name the same ports: one map for all of them.
+            for i in 1..se.endpoints.len() {
+                let (done, rest) = se.endpoints.split_at_mut(i);
+                rest[0].ports.share(&done[i - 1].ports);
+            }
+            Spec::ServiceEntry(se)
+        }),
         Kind::Sidecar => decode(ev, s, "spec", &kind).map(Spec::Sidecar),
         Kind::WorkloadEntry => decode(ev, s, "spec", &kind).map(Spec::WorkloadEntry),
         Kind::WorkloadGroup => decode(ev, s, "spec", &kind).map(Spec::WorkloadGroup),

@@ -7,6 +7,7 @@ pub mod gateway;
 pub mod scalar;
 pub mod service_entry;
 pub mod sidecar;
+pub mod sorted_map;
 pub mod virtual_service;
 pub mod workload_entry;
 
@@ -22,6 +23,7 @@ pub use gateway::*;
 pub use scalar::Duration;
 pub use service_entry::*;
 pub use sidecar::*;
+pub use sorted_map::SortedMap;
 pub use virtual_service::*;
 pub use workload_entry::*;
 
@@ -94,6 +96,7 @@ impl FieldLines {
     /// Entries are `(path_hash(path), line)`.
     pub fn new(mut entries: Vec<(u64, u32)>) -> Self {
         entries.sort_unstable_by_key(|e| e.0);
+        entries.shrink_to_fit();
         FieldLines(entries)
     }
     pub fn get(&self, path: &str) -> Option<u32> {

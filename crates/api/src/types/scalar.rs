@@ -251,9 +251,7 @@ pub mod int {
         Ok(Option::<Vec<W<T>>>::deserialize(d)?.unwrap_or_default().into_iter().map(|w| w.0).collect())
     }
 
-    pub fn map<'de, D: Deserializer<'de>, T: ProtoInt>(
-        d: D,
-    ) -> Result<std::collections::BTreeMap<String, T>, D::Error> {
+    pub fn map<'de, D: Deserializer<'de>, T: ProtoInt, M: FromIterator<(String, T)>>(d: D) -> Result<M, D::Error> {
         struct W<T>(T);
         impl<'de, T: ProtoInt> Deserialize<'de> for W<T> {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -6,13 +6,15 @@ use serde::Deserialize;
 
 use super::common::Labels;
 use super::scalar::int;
+use super::sorted_map::SortedMap;
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct WorkloadEntry {
     pub address: String,
     #[serde(deserialize_with = "int::map")]
-    pub ports: BTreeMap<String, u32>,
+    /// Port name -> number (a `SortedMap`: one small allocation per endpoint).
+    pub ports: SortedMap<String, u32>,
     pub labels: Labels,
     pub network: String,
     pub locality: String,
