@@ -688,7 +688,12 @@ fn http_route_table(
     messages: &mut Messages,
 ) -> RouteTable {
     let servers: &[usize] = merged.by_route.get(name).map_or(&[], |v| v.as_slice());
-    let mut routes_cache: HashMap<(Str, Str), Vec<Route>> = HashMap::new();
+    // Routes per (gateway, VirtualService), built once; each use of them by a host is
+    // recorded first and applied after, so that the last use moves the routes instead of
+    // copying them (usually a VirtualService's routes have one host, one use).
+    let mut routes_cache: HashMap<(Str, Str), usize> = HashMap::new();
+    let mut built: Vec<(Vec<Route>, usize)> = Vec::new();
+    let mut uses: Vec<(usize, Str)> = Vec::new();
     let strings = crate::route::RouteStrings::default();
     let mut drafts: BTreeMap<Str, VhostDraft> = BTreeMap::new();
     for &i in servers {
@@ -701,11 +706,12 @@ fn http_route_table(
             if hosts.is_empty() {
                 continue;
             }
-            let routes = routes_cache
-                .entry((s.gateway.clone(), vs.object.clone()))
-                .or_insert_with(|| crate::route::http_routes_with(vs, &env, &strings, messages));
+            let at = *routes_cache.entry((s.gateway.clone(), vs.object.clone())).or_insert_with(|| {
+                built.push((crate::route::http_routes_with(vs, &env, &strings, messages), 0));
+                built.len() - 1
+            });
             // Istio skips a VirtualService without routes here (e.g. only `tcp` rules, or all matches filtered).
-            if routes.is_empty() {
+            if built[at].0.is_empty() {
                 continue;
             }
             for h in hosts {
@@ -714,8 +720,9 @@ fn http_route_table(
                     routes: Vec::new(),
                     require_tls: false,
                 });
-                d.routes.extend(routes.iter().cloned());
                 d.require_tls |= redirect;
+                built[at].1 += 1;
+                uses.push((at, h.clone()));
             }
         }
         if redirect {
@@ -730,6 +737,18 @@ fn http_route_table(
                         require_tls: true,
                     })
                     .require_tls = true;
+            }
+        }
+    }
+    for (at, h) in uses {
+        let (routes, left) = &mut built[at];
+        *left -= 1;
+        let routes = if *left == 0 { std::mem::take(routes) } else { routes.clone() };
+        if let Some(d) = drafts.get_mut(&h) {
+            if d.routes.is_empty() {
+                d.routes = routes;
+            } else {
+                d.routes.extend(routes);
             }
         }
     }
