@@ -36,7 +36,8 @@ pub struct Runtime {
     listeners: HashMap<Str, Vec<RtListener>>,
     /// Service port -> the HTTP route table of the mesh listener on it (explicit proxy).
     mesh_ports: HashMap<u16, usize>,
-    /// TCP proxy connections open per cluster (`connectionPool.tcp.maxConnections`), carried over reloads.
+    /// TCP proxy connections open per cluster (`connectionPool.tcp.maxConnections`), carried over
+    /// reloads; only clusters TCP proxying can reach have one.
     tcp_connections: HashMap<Str, Arc<std::sync::atomic::AtomicU32>>,
     /// Where the explicit proxy sends hosts of ports without a mesh listener:
     /// `allow_any` (PassthroughCluster) or `block_all`.
@@ -247,12 +248,27 @@ impl Runtime {
             });
         }
         let proxy_fallback = Table::compile(&fallback_table(&snapshot), &clusters);
+        // Counters only for the clusters TCP proxying can reach (those of TCP routes, or all of them
+        // behind AUTO_PASSTHROUGH; most configs have none), kept while a cluster of that name exists
+        // (a connection accepted before this reload may still look its cluster up here).
+        let chains = || snapshot.listeners.iter().flat_map(|l| &l.filter_chains);
+        let tcp_all = chains().any(|c| matches!(c.action, ChainAction::AutoPassthrough));
+        let tcp_named: std::collections::HashSet<&str> = chains()
+            .filter_map(|c| match &c.action {
+                ChainAction::Tcp { routes } => Some(routes),
+                _ => None,
+            })
+            .flatten()
+            .flat_map(|r| &r.clusters)
+            .map(|w| &*w.cluster)
+            .collect();
         let tcp_connections = snapshot
             .clusters
             .iter()
-            .map(|c| {
-                let n = previous.and_then(|p| p.tcp_connections.get(&c.name)).cloned().unwrap_or_default();
-                (c.name.clone(), n)
+            .filter_map(|c| {
+                let old = previous.and_then(|p| p.tcp_connections.get(&c.name));
+                let wanted = tcp_all || tcp_named.contains(&*c.name) || old.is_some();
+                wanted.then(|| (c.name.clone(), old.cloned().unwrap_or_default()))
             })
             .collect();
         Runtime {
