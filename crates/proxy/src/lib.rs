@@ -34,6 +34,8 @@ mod tcp;
 pub mod tls;
 pub mod upstream;
 mod websocket;
+#[cfg(target_os = "linux")]
+mod zero_copy;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

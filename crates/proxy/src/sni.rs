@@ -185,6 +185,11 @@ impl<S> Prefixed<S> {
     pub fn new(prefix: Vec<u8>, inner: S) -> Prefixed<S> {
         Prefixed { prefix, pos: 0, inner }
     }
+
+    /// Whether replayed bytes are still to be read.
+    pub fn has_prefix(&self) -> bool {
+        self.pos < self.prefix.len()
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {

@@ -4,10 +4,13 @@
 //! among its clusters, an endpoint from the cluster's balancer, then bytes
 //! both ways.
 //!
-//! - Bytes are copied by two loops (one per direction) with buffers that
-//!   start at 8 KiB and double, up to 256 KiB, while reads fill them. When one
-//!   side ends its stream, the other side's write half is shut down (half
-//!   close) and the opposite direction continues until it ends too.
+//! - Between two plain TCP sockets on Linux bytes move with `splice(2)`
+//!   through a pipe per direction, never entering user space
+//!   ([`crate::zero_copy`]). Otherwise (TLS on either side, replayed
+//!   ClientHello bytes) they are copied by two loops (one per direction) with
+//!   buffers that start at 8 KiB and double, up to 256 KiB, while reads fill
+//!   them. When one side ends its stream, the other side's write half is shut
+//!   down (half close) and the opposite direction continues until it ends too.
 //! - Idle timeout: `connectionPool.tcp.idleTimeout` of the cluster's
 //!   DestinationRule (Envoy's default 1h): no byte either way for that long
 //!   closes both sides.
@@ -49,17 +52,28 @@ const MAX_BUF: usize = 256 * 1024;
 pub(crate) trait Downstream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// The TCP socket underneath (for resets).
     fn tcp(&self) -> &TcpStream;
+    /// The socket, when its bytes can be moved without passing through user space (no TLS,
+    /// nothing buffered).
+    fn plain(&self) -> Option<&TcpStream> {
+        None
+    }
 }
 
 impl Downstream for TcpStream {
     fn tcp(&self) -> &TcpStream {
         self
     }
+    fn plain(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
 }
 
 impl Downstream for Prefixed<TcpStream> {
     fn tcp(&self) -> &TcpStream {
         &self.inner
+    }
+    fn plain(&self) -> Option<&TcpStream> {
+        (!self.has_prefix()).then_some(&self.inner)
     }
 }
 
@@ -223,12 +237,34 @@ pub(crate) async fn proxy<S: Downstream>(
         }
     };
     let series = metrics.tcp_opened(&view);
-    match splice(sock, upstream, idle, &series).await {
+    let result = match zero_copy(sock.plain(), &upstream, idle, &series).await {
+        Some(r) => r,
+        None => splice(sock, upstream, idle, &series).await,
+    };
+    match result {
         Ok((up, down)) => tracing::debug!(%listener, upstream = %endpoint.host, up, down, "TCP connection closed"),
         Err(e) => tracing::debug!(%listener, upstream = %endpoint.host, error = %e, "TCP connection ended"),
     }
     series.close();
     drop(guard);
+}
+
+/// Both sides plain TCP on Linux: `splice(2)` ([`crate::zero_copy`]); None: copy instead.
+async fn zero_copy(
+    down: Option<&TcpStream>,
+    up: &crate::connect::Stream,
+    idle: Duration,
+    series: &TcpSeries,
+) -> Option<Result<(u64, u64), SpliceError>> {
+    #[cfg(target_os = "linux")]
+    if let (Some(down), crate::connect::Stream::Plain(up)) = (down, up) {
+        match crate::zero_copy::proxy(down, up, idle, series).await {
+            Ok(r) => return Some(r),
+            Err(e) => tracing::debug!(error = %e, "no pipes for splice(2); copying"),
+        }
+    }
+    let _ = (down, up, idle, series);
+    None
 }
 
 /// One open connection counted against `maxConnections`.
