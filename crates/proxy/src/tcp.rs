@@ -313,20 +313,33 @@ where
             pipe(&mut br, &mut aw, &last, start, &series.sent)
         )
     };
-    let watchdog = async {
-        loop {
-            let since = Duration::from_millis(last.load(Ordering::Relaxed));
-            let deadline = start + since + idle;
-            if tokio::time::Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(deadline).await;
-        }
-    };
     tokio::select! {
         r = copy => Ok(r?),
-        _ = watchdog => Err(SpliceError::Idle(idle)),
+        _ = idle_watchdog(&last, start, idle) => Err(SpliceError::Idle(idle)),
     }
+}
+
+/// Returns once `idle` has passed since the last transfer (`last`: milliseconds after `start`).
+pub(crate) async fn idle_watchdog(last: &AtomicU64, start: tokio::time::Instant, idle: Duration) {
+    loop {
+        let since = Duration::from_millis(last.load(Ordering::Relaxed));
+        let deadline = start + since + idle;
+        if tokio::time::Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+/// Records a transfer of `n` bytes: the counter and the idle watchdog's clock.
+pub(crate) fn transferred(
+    n: u64,
+    counter: &prometheus_client::metrics::counter::Counter,
+    last: &AtomicU64,
+    start: tokio::time::Instant,
+) {
+    counter.inc_by(n);
+    last.store(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
 }
 
 async fn pipe<R, W>(
@@ -352,8 +365,7 @@ where
         w.write_all(&buf[..n]).await?;
         w.flush().await?;
         total += n as u64;
-        counter.inc_by(n as u64);
-        last.store(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        transferred(n as u64, counter, last, start);
         if n == buf.len() && buf.len() < MAX_BUF {
             buf.resize(buf.len() * 2, 0);
         }

@@ -11,14 +11,14 @@
 //! watchdog are updated per transfer.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::metrics::TcpSeries;
-use crate::tcp::SpliceError;
+use crate::tcp::{SpliceError, idle_watchdog, transferred};
 
 /// Bytes moved per `splice` call at most (the pipe is grown to this size when the system allows).
 const PIPE_SIZE: usize = 256 * 1024;
@@ -87,19 +87,9 @@ pub(crate) async fn proxy(
             direction(b, a, &down, &last, start, &series.sent)
         )
     };
-    let watchdog = async {
-        loop {
-            let since = Duration::from_millis(last.load(Ordering::Relaxed));
-            let deadline = start + since + idle;
-            if tokio::time::Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(deadline).await;
-        }
-    };
     Ok(tokio::select! {
         r = copy => r.map_err(SpliceError::Io),
-        _ = watchdog => Err(SpliceError::Idle(idle)),
+        _ = idle_watchdog(&last, start, idle) => Err(SpliceError::Idle(idle)),
     })
 }
 
@@ -138,8 +128,7 @@ async fn direction(
             }
         }
         total += n as u64;
-        counter.inc_by(n as u64);
-        last.store(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        transferred(n as u64, counter, last, start);
     }
 }
 
