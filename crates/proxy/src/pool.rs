@@ -478,7 +478,7 @@ impl Pool {
         let mut unsent = 0;
         loop {
             let conn = self.checkout(if http2 { H2 } else { H1 }, &dial_uri).await?;
-            let mut lease = self.request_slot(&conn)?;
+            let (conn, mut lease) = self.request_slot(conn)?;
             let result = match conn {
                 Conn::H1(c) => {
                     // An upgrade: hyper's client takes the connection over for good.
@@ -519,7 +519,7 @@ impl Pool {
         let mut unsent = 0;
         loop {
             let conn = self.checkout(H1, uri).await?;
-            let lease = self.request_slot(&conn)?;
+            let (conn, lease) = self.request_slot(conn)?;
             let Conn::H1(mut c) = conn else {
                 return Err(SendError::Connect(std::io::Error::other("HTTP/2 connection for an HTTP/1.1 request")));
             };
@@ -542,21 +542,21 @@ impl Pool {
     }
 
     /// The request slot (`http2MaxRequests`) for a request about to go out on `conn`.
-    fn request_slot(self: &Arc<Self>, conn: &Conn) -> Result<Lease, SendError> {
+    /// Without one the connection (or stream) goes back to the pool.
+    fn request_slot(self: &Arc<Self>, conn: Conn) -> Result<(Conn, Lease), SendError> {
         let mut lease = Lease::default();
         if self.breakers.counts_requests() {
             if !Breakers::take(&self.breakers.requests, self.breakers.max_requests) {
                 inc(&self.breakers.stats.upstream_rq_pending_overflow);
                 match conn {
-                    // The connection goes back (the caller drops its handle to it).
-                    Conn::H1(_) => {}
-                    Conn::H2(c) => self.release_stream(c.clone()),
+                    Conn::H1(c) => self.give_h1(c),
+                    Conn::H2(c) => self.release_stream(c),
                 }
                 return Err(SendError::Overflow(Limit::Requests));
             }
             lease.request = Some(self.breakers.clone());
         }
-        Ok(lease)
+        Ok((conn, lease))
     }
 
     /// Runs an HTTP/1.1 connection on hyper's client from now on (upgrades).
