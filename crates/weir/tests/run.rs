@@ -4,38 +4,16 @@
 //! Every wait is bounded (polling with a deadline); a failure prints the
 //! process's stderr. The traffic checks need the data path (`server::serve`).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+mod support;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let d = std::env::temp_dir().join(format!("weir-run-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("mkdir");
-        TempDir(d)
-    }
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).expect("write config");
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
-}
+use support::{TempDir, free_port, try_request};
 
 fn gateway(port: u16) -> String {
     format!(
@@ -226,31 +204,7 @@ fn wait_for<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> 
 
 /// One HTTP/1.1 GET with `connection: close`; `None` when the connection fails.
 fn http_get(addr: SocketAddr, host: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nuser-agent: weir-test\r\nconnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let raw = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = raw.split_once("\r\n\r\n")?;
-    let status = head.split(' ').nth(1)?.parse().ok()?;
-    let body =
-        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_string() };
-    Some((status, body))
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
+    try_request(addr, host, path, &[("user-agent", "weir-test")]).ok().map(|r| (r.status, r.body))
 }
 
 #[test]
@@ -261,7 +215,7 @@ fn serves_rejects_invalid_edits_applies_valid_ones_and_stops_on_sigterm() {
     dir.write("gateway.yaml", &gateway(port));
     let vs = dir.write("vs.yaml", &direct("v1"));
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut weir = Weir::start(&dir.0, admin, &["--access-log", "text"]);
+    let mut weir = Weir::start(dir.path(), admin, &["--access-log", "text"]);
     weir.wait_ready();
 
     let body = || http_get(traffic, "example.com", "/hello");
@@ -320,7 +274,7 @@ fn invalid_config_fails_at_startup_with_file_and_line() {
     dir.write("gateway.yaml", &gateway(free_port()));
     let vs = dir.write("vs.yaml", INVALID_VS);
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut weir = Weir::start(&dir.0, admin, &[]);
+    let mut weir = Weir::start(dir.path(), admin, &[]);
     assert_eq!(weir.wait_exit(Duration::from_secs(10)), Some(1));
     let err = weir.stderr();
     assert!(err.contains("invalid configuration"), "{err}");
@@ -336,7 +290,7 @@ fn busy_admin_port_fails_at_startup() {
     dir.write("gateway.yaml", &gateway(free_port()));
     let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
     let admin = taken.local_addr().expect("addr");
-    let mut weir = Weir::start(&dir.0, admin, &[]);
+    let mut weir = Weir::start(dir.path(), admin, &[]);
     assert_eq!(weir.wait_exit(Duration::from_secs(10)), Some(1));
     let err = weir.stderr();
     assert!(err.contains(&format!("cannot listen on admin address {admin}")), "{err}");
@@ -350,7 +304,7 @@ fn busy_listener_port_fails_at_startup_naming_port_and_gateway() {
     dir.write("gateway.yaml", &gateway(port));
     dir.write("vs.yaml", &direct("v1"));
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut weir = Weir::start(&dir.0, admin, &[]);
+    let mut weir = Weir::start(dir.path(), admin, &[]);
     assert_eq!(weir.wait_exit(Duration::from_secs(10)), Some(1), "stderr:\n{}", weir.stderr());
     let err = weir.stderr();
     assert!(err.contains(&format!(":{port}")), "port {port} not named:\n{err}");

@@ -322,6 +322,12 @@ impl TempDir {
     pub fn path(&self) -> &Path {
         &self.0
     }
+    /// Writes `text` to `<dir>/<name>`; returns the file's path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).expect("write config");
+        p
+    }
     /// `<dir>/config`, created.
     pub fn config_dir(&self) -> PathBuf {
         let config = self.0.join("config");
