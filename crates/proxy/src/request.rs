@@ -570,22 +570,14 @@ impl Pipeline<'_> {
         }
     }
 
-    /// The upstream request for one attempt.
-    fn upstream_request(
-        &self,
-        http2: bool,
-        authority: Option<&Authority>,
-        endpoint: Option<&EndpointState>,
-        path: &PathAndQuery,
-        body: ReqBody,
-        headers: HeaderMap,
-    ) -> Option<Request<ReqBody>> {
+    /// The upstream request for one attempt (or a mirror) to `uri`.
+    fn upstream_request(&self, http2: bool, uri: Uri, body: ReqBody, headers: HeaderMap) -> Request<ReqBody> {
         let mut req = Request::new(body);
         *req.method_mut() = self.parts.method.clone();
-        *req.uri_mut() = upstream_uri(authority, endpoint, path)?;
+        *req.uri_mut() = uri;
         *req.version_mut() = if http2 { Version::HTTP_2 } else { Version::HTTP_11 };
         *req.headers_mut() = headers;
-        Some(req)
+        req
     }
 
     fn mirror(
@@ -624,9 +616,10 @@ impl Pipeline<'_> {
             headers.insert(header::HOST, a);
         }
         let body = replay.map_or(ReqBody::Empty, |r| r.reader());
-        let Some(req) = self.upstream_request(http2, authority, endpoint.map(|e| &**e), path, body, headers) else {
+        let Some(uri) = upstream_uri(authority, endpoint.map(|e| &**e), path) else {
             return;
         };
+        let req = self.upstream_request(http2, uri, body, headers);
         let pool = match endpoint {
             Some(e) => e.pool().clone(),
             None => cluster.passthrough_pool(req.uri().authority().map_or("", |a| a.as_str())),
@@ -700,58 +693,40 @@ impl Pipeline<'_> {
             let body = replay.map_or(ReqBody::Empty, |r| r.reader());
             let ep = endpoint.as_ref().map(|(_, e)| e.clone());
             let sent = std::time::Instant::now();
-            let result = if !http2 && self.upgrade.is_none() {
-                // HTTP/1.1 writes the head from the headers in place: no copy per attempt.
-                let h = &mut self.parts.headers;
-                h.insert(ATTEMPT_COUNT, attempt_value(attempt));
-                if let Some(d) = attempt_deadline {
-                    let ms = d.saturating_duration_since(now).as_millis().max(1);
-                    h.insert(EXPECTED_TIMEOUT, HeaderValue::from(u64::try_from(ms).unwrap_or(u64::MAX)));
+            let h = &mut self.parts.headers;
+            h.insert(ATTEMPT_COUNT, attempt_value(attempt));
+            if let Some(d) = attempt_deadline {
+                let ms = d.saturating_duration_since(now).as_millis().max(1);
+                h.insert(EXPECTED_TIMEOUT, HeaderValue::from(u64::try_from(ms).unwrap_or(u64::MAX)));
+            }
+            let Some(uri) = upstream_uri(authority.as_ref(), ep.as_deref(), path) else {
+                return Outcome::Reply(LocalReply::no_healthy_upstream(&cluster.name));
+            };
+            let passthrough;
+            let pool = match &ep {
+                Some(e) => e.pool(),
+                None => {
+                    passthrough = cluster.passthrough_pool(uri.authority().map_or("", |a| a.as_str()));
+                    &passthrough
                 }
-                let Some(uri) = upstream_uri(authority.as_ref(), ep.as_deref(), path) else {
-                    return Outcome::Reply(LocalReply::no_healthy_upstream(&cluster.name));
-                };
-                let passthrough;
-                let pool = match &ep {
-                    Some(e) => e.pool(),
-                    None => {
-                        passthrough = cluster.passthrough_pool(uri.authority().map_or("", |a| a.as_str()));
-                        &passthrough
-                    }
-                };
-                let fut = pool.send_h1(&self.parts.method, &uri, &self.parts.headers, body);
-                match attempt_deadline {
-                    Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
-                    None => Some(fut.await),
-                }
-            } else {
-                let mut headers = if attempt < max_attempts {
-                    self.parts.headers.clone()
+            };
+            let fut = async {
+                if http2 || self.upgrade.is_some() {
+                    // hyper's client takes a request of its own: a copy unless this is the last attempt.
+                    let headers = if attempt < max_attempts {
+                        self.parts.headers.clone()
+                    } else {
+                        std::mem::take(&mut self.parts.headers)
+                    };
+                    pool.send(self.upstream_request(http2, uri, body, headers), http2).await
                 } else {
-                    std::mem::take(&mut self.parts.headers)
-                };
-                headers.insert(ATTEMPT_COUNT, attempt_value(attempt));
-                if let Some(d) = attempt_deadline {
-                    let ms = d.saturating_duration_since(now).as_millis().max(1);
-                    headers.insert(EXPECTED_TIMEOUT, HeaderValue::from(u64::try_from(ms).unwrap_or(u64::MAX)));
+                    // HTTP/1.1 writes its head from the request's headers in place: no copy per attempt.
+                    pool.send_h1(&self.parts.method, &uri, &self.parts.headers, body).await
                 }
-                let Some(req) = self.upstream_request(http2, authority.as_ref(), ep.as_deref(), path, body, headers)
-                else {
-                    return Outcome::Reply(LocalReply::no_healthy_upstream(&cluster.name));
-                };
-                let passthrough;
-                let pool = match &ep {
-                    Some(e) => e.pool(),
-                    None => {
-                        passthrough = cluster.passthrough_pool(req.uri().authority().map_or("", |a| a.as_str()));
-                        &passthrough
-                    }
-                };
-                let fut = pool.send(req, http2);
-                match attempt_deadline {
-                    Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
-                    None => Some(fut.await),
-                }
+            };
+            let result = match attempt_deadline {
+                Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
+                None => Some(fut.await),
             };
             // The one classification of this attempt: outlier detection, retries and the reply follow it.
             let (observed, failure) = match &result {
