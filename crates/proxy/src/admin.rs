@@ -244,7 +244,8 @@ pub fn clusters(state: &State) -> String {
     for c in &runtime.snapshot.clusters {
         let name = &c.name;
         let _ = writeln!(out, "{name}::observability_name::{name}");
-        let cs = runtime.cluster(name);
+        let cs = runtime.cluster_view(name);
+        let cs = cs.as_ref();
         if let Some(cs) = cs {
             let b = &cs.breakers;
             for (limit, v) in [
@@ -294,7 +295,7 @@ pub fn cluster_stats_text(state: &State) -> String {
     let runtime = state.current.load_full();
     let mut out = String::with_capacity(2048 * runtime.snapshot.clusters.len());
     for c in &runtime.snapshot.clusters {
-        let Some(cs) = runtime.cluster(&c.name) else { continue };
+        let Some(cs) = runtime.cluster_view(&c.name) else { continue };
         for (stat, v, _) in cs.stats() {
             let _ = writeln!(out, "cluster.{}.{stat}: {v}", c.name);
         }
@@ -309,7 +310,7 @@ fn cluster_stats_prometheus(state: &State, out: &mut String) {
     // weir's overflow counts by limit: one family, `limit` label.
     let mut overflow = String::new();
     for c in &runtime.snapshot.clusters {
-        let Some(cs) = runtime.cluster(&c.name) else { continue };
+        let Some(cs) = runtime.cluster_view(&c.name) else { continue };
         let label = c.name.replace('\\', "\\\\").replace('"', "\\\"");
         for (i, (stat, v, kind)) in cs.stats().into_iter().enumerate() {
             if let Some(limit) = stat.strip_prefix("weir.overflow.") {

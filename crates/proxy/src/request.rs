@@ -373,7 +373,7 @@ impl Pipeline<'_> {
         body: Incoming,
         cors_origin: Option<HeaderValue>,
     ) -> Response<RespBody> {
-        let Some(cluster) = dest.cluster.clone() else {
+        let Some(cluster) = dest.cluster.as_ref().map(|s| s.get().clone()) else {
             self.x.cluster_name = Some(dest.name.clone());
             return self.local(LocalReply::no_cluster(&dest.name));
         };
@@ -492,7 +492,7 @@ impl Pipeline<'_> {
             if let Some(mc) = mirror_cluster
                 && fault::hit(*pct)
             {
-                self.mirror(mc, authority.as_ref(), &upstream_path, replay.as_ref(), timeout);
+                self.mirror(mc.get(), authority.as_ref(), &upstream_path, replay.as_ref(), timeout);
             } else if mirror_cluster.is_none() {
                 tracing::debug!(cluster = %name, "mirror cluster not in the snapshot; not mirroring");
             }

@@ -24,7 +24,7 @@ use weir_compile::model::{
 
 use crate::filters::{cors, retry};
 use crate::headers::{Fmt, Ops};
-use crate::upstream::ClusterState;
+use crate::upstream::ClusterSlot;
 
 /// The parts of a request routing looks at.
 pub(crate) struct ReqView<'a> {
@@ -229,7 +229,7 @@ fn header_value<'a>(key: &HeaderKey, req: &'a ReqView<'_>) -> Option<Cow<'a, str
 pub(crate) struct Destination {
     pub name: Str,
     /// `None`: the cluster is not in the snapshot (503 `NC`).
-    pub cluster: Option<Arc<ClusterState>>,
+    pub cluster: Option<Arc<ClusterSlot>>,
     cumulative: u64,
     pub request_ops: Ops,
     pub response_ops: Ops,
@@ -266,7 +266,7 @@ pub(crate) struct CompiledRoute {
     pub timeout: Option<Duration>,
     pub retry: Option<retry::Policy>,
     pub fault: Option<Fault>,
-    pub mirrors: Vec<(Str, Option<Arc<ClusterState>>, f64)>,
+    pub mirrors: Vec<(Str, Option<Arc<ClusterSlot>>, f64)>,
     pub cors: Option<cors::Policy>,
     pub request_ops: Ops,
     pub response_ops: Ops,
@@ -275,7 +275,7 @@ pub(crate) struct CompiledRoute {
 }
 
 /// What the data path needs to find a cluster by name.
-pub(crate) type Clusters = HashMap<Str, Arc<ClusterState>>;
+pub(crate) type Clusters = HashMap<Str, Arc<ClusterSlot>>;
 
 impl CompiledRoute {
     fn compile(r: &Route, clusters: &Clusters) -> CompiledRoute {

@@ -16,7 +16,7 @@ use weir_compile::model::{
 };
 
 use crate::router::{Clusters, Table};
-use crate::upstream::ClusterState;
+use crate::upstream::{BuildContext, ClusterSlot, ClusterState};
 
 pub struct Runtime {
     pub version: u64,
@@ -200,18 +200,22 @@ impl Runtime {
         dns: Arc<crate::resolve::Dns>,
         resolved: Arc<crate::resolve::Resolved>,
     ) -> Runtime {
+        let ctx = Arc::new(BuildContext {
+            snapshot: snapshot.clone(),
+            credentials: credentials.clone(),
+            dns: dns.clone(),
+            resolved: resolved.clone(),
+        });
         let mut clusters: Clusters = HashMap::with_capacity(snapshot.clusters.len());
-        for c in &snapshot.clusters {
-            // DNS clusters balance over the addresses their names resolved to.
-            let expanded = crate::resolve::expand(c, &resolved);
-            let c = expanded.as_ref().unwrap_or(c);
-            let settings = crate::upstream::PoolSettings::of(c, &credentials, &dns);
-            let old = previous.and_then(|p| p.clusters.get(&c.name));
-            let state = match old {
-                Some(o) if o.same_as(c, &settings) => Arc::clone(o),
-                _ => Arc::new(ClusterState::with_settings(c, old.map(|o| &**o), &snapshot.node, settings)),
-            };
-            clusters.insert(c.name.clone(), state);
+        for (i, c) in snapshot.clusters.iter().enumerate() {
+            // State in use is carried over now (kept as it is, or rebuilt keeping its statistics,
+            // breakers and pools). Built now as well: clusters with TLS origination, so that
+            // certificate problems are reported when the configuration is applied, and clusters
+            // with slow start, whose endpoints ramp up from when they joined, not from first use.
+            let old = previous.and_then(|p| p.clusters.get(&c.name)).and_then(|s| s.built());
+            let eager = old.is_some() || c.policy.tls.is_some() || c.policy.load_balancer.warmup.is_some();
+            let state = eager.then(|| ctx.build(c, old));
+            clusters.insert(c.name.clone(), Arc::new(ClusterSlot::new(ctx.clone(), i, state)));
         }
         let tables: Vec<Table> = snapshot.route_tables.iter().map(|t| Table::compile(t, &clusters)).collect();
         let table_index = tables.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
@@ -331,7 +335,13 @@ impl Runtime {
     }
 
     pub(crate) fn cluster(&self, name: &str) -> Option<&Arc<ClusterState>> {
-        self.clusters.get(name)
+        self.clusters.get(name).map(|s| s.get())
+    }
+
+    /// The state of cluster `name` for reading, without making it if nothing used it yet
+    /// (see [`ClusterSlot::view`]).
+    pub(crate) fn cluster_view(&self, name: &str) -> Option<Arc<ClusterState>> {
+        self.clusters.get(name).map(|s| s.view())
     }
 }
 
@@ -380,16 +390,31 @@ mod tests {
             ..Snapshot::default()
         };
         let first = Runtime::new(snap(&[("10.0.0.1", 80), ("10.0.0.2", 80)]), 1, None);
+        let (a1, b1) = (first.cluster("a").unwrap().clone(), first.cluster("b").unwrap().clone());
         let same = Runtime::new(snap(&[("10.0.0.1", 80), ("10.0.0.2", 80)]), 2, Some(&first));
-        assert!(Arc::ptr_eq(&first.clusters["a"], &same.clusters["a"]), "unchanged cluster: same state");
+        let a2 = same.clusters["a"].built().expect("state in use is carried over at once").clone();
+        assert!(Arc::ptr_eq(&a1, &a2), "unchanged cluster: same state");
         let changed = Runtime::new(snap(&[("10.0.0.2", 80), ("10.0.0.3", 80)]), 3, Some(&same));
-        assert!(!Arc::ptr_eq(&same.clusters["a"], &changed.clusters["a"]));
-        assert!(
-            Arc::ptr_eq(&same.clusters["a"].endpoints[1], &changed.clusters["a"].endpoints[0]),
-            "an endpoint that stays keeps its pool"
-        );
-        assert!(Arc::ptr_eq(&first.clusters["b"], &changed.clusters["b"]));
+        let a3 = changed.clusters["a"].built().unwrap();
+        assert!(!Arc::ptr_eq(&a2, a3));
+        assert!(Arc::ptr_eq(&a2.endpoints[1], &a3.endpoints[0]), "an endpoint that stays keeps its pool");
+        assert!(Arc::ptr_eq(&b1, changed.cluster("b").unwrap()));
         assert_ne!(first.id, same.id);
+    }
+
+    #[test]
+    fn cluster_state_is_made_on_first_use() {
+        let snap = || Snapshot { clusters: vec![cluster("a", &[("10.0.0.1", 80)])], ..Snapshot::default() };
+        let first = Runtime::new(snap(), 1, None);
+        assert!(first.clusters["a"].built().is_none(), "nothing used the cluster yet");
+        let view = first.cluster_view("a").unwrap();
+        assert_eq!(view.endpoints.len(), 1);
+        assert!(first.clusters["a"].built().is_none(), "looking does not keep a state");
+        let next = Runtime::new(snap(), 2, Some(&first));
+        assert!(next.clusters["a"].built().is_none(), "an unused cluster stays unmade across reloads");
+        let used = next.cluster("a").unwrap().clone();
+        assert!(Arc::ptr_eq(&used, next.cluster("a").unwrap()), "made once");
+        assert!(first.cluster("x").is_none());
     }
 
     #[test]

@@ -179,6 +179,73 @@ impl EndpointState {
     }
 }
 
+/// What the clusters of one runtime are built from.
+#[derive(Debug)]
+pub(crate) struct BuildContext {
+    pub snapshot: Arc<weir_compile::Snapshot>,
+    pub credentials: Arc<Credentials>,
+    pub dns: Arc<Dns>,
+    /// DNS answers the DNS clusters are expanded with (see `resolve`).
+    pub resolved: Arc<crate::resolve::Resolved>,
+}
+
+impl BuildContext {
+    /// The state of `c`: `previous` itself when nothing changed, else a new state that keeps
+    /// what `previous` allows (see [`ClusterState::with_settings`]).
+    pub fn build(&self, c: &Cluster, previous: Option<&Arc<ClusterState>>) -> Arc<ClusterState> {
+        // DNS clusters balance over the addresses their names resolved to.
+        let expanded = crate::resolve::expand(c, &self.resolved);
+        let c = expanded.as_ref().unwrap_or(c);
+        let settings = PoolSettings::of(c, &self.credentials, &self.dns);
+        match previous {
+            Some(old) if old.same_as(c, &settings) => Arc::clone(old),
+            _ => Arc::new(ClusterState::with_settings(c, previous.map(|o| &**o), &self.snapshot.node, settings)),
+        }
+    }
+}
+
+/// A cluster of a runtime. Its state (endpoints, balancer, breakers, statistics) is made when a
+/// request or connection first needs it: a gateway or sidecar that sees thousands of services
+/// usually sends traffic to a few, and the state of a cluster is several times the size of its
+/// model. State in use is carried over reloads (see `Runtime::build`).
+#[derive(Debug)]
+pub(crate) struct ClusterSlot {
+    ctx: Arc<BuildContext>,
+    /// Position in `ctx.snapshot.clusters`.
+    index: usize,
+    state: std::sync::OnceLock<Arc<ClusterState>>,
+}
+
+impl ClusterSlot {
+    /// The slot of `ctx.snapshot.clusters[index]`, with its state already made when `state` is given.
+    pub fn new(ctx: Arc<BuildContext>, index: usize, state: Option<Arc<ClusterState>>) -> ClusterSlot {
+        ClusterSlot { ctx, index, state: state.map(std::sync::OnceLock::from).unwrap_or_default() }
+    }
+
+    fn model(&self) -> &Cluster {
+        &self.ctx.snapshot.clusters[self.index]
+    }
+
+    /// The cluster's state, made now if this is its first use.
+    pub fn get(&self) -> &Arc<ClusterState> {
+        self.state.get_or_init(|| self.ctx.build(self.model(), None))
+    }
+
+    /// The cluster's state if something used it already.
+    pub fn built(&self) -> Option<&Arc<ClusterState>> {
+        self.state.get()
+    }
+
+    /// The cluster's state for reading (admin pages): before its first use, a fresh state that is
+    /// not kept (zero counters, idle endpoints), so looking does not cost the memory of using.
+    pub fn view(&self) -> Arc<ClusterState> {
+        match self.built() {
+            Some(s) => s.clone(),
+            None => self.ctx.build(self.model(), None),
+        }
+    }
+}
+
 /// A cluster of the snapshot with its runtime state.
 #[derive(Debug)]
 pub(crate) struct ClusterState {
