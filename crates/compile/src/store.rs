@@ -15,6 +15,7 @@ use crate::model::Str;
 pub struct Cfg<T> {
     pub name: Str,
     pub namespace: Str,
+    /// The rest of the metadata: `name` and `namespace` are moved out of it into the fields above.
     pub meta: ObjectMeta,
     pub spec: T,
     pub origin: Origin,
@@ -50,8 +51,19 @@ impl ConfigStore {
     /// Builds the store from objects that passed validation (callers filter invalid ones).
     pub fn new(objects: impl IntoIterator<Item = IstioObject>) -> ConfigStore {
         let mut s = ConfigStore::default();
-        for o in objects {
-            let (name, namespace) = (Str::from(o.meta.name.as_str()), Str::from(o.meta.namespace.as_str()));
+        // Objects of one namespace share its name (most of a file is in one or two namespaces).
+        let mut namespaces: std::collections::HashSet<Str> = std::collections::HashSet::new();
+        for mut o in objects {
+            let name = Str::from(std::mem::take(&mut o.meta.name));
+            let ns = std::mem::take(&mut o.meta.namespace);
+            let namespace = match namespaces.get(ns.as_str()) {
+                Some(n) => n.clone(),
+                None => {
+                    let n = Str::from(ns);
+                    namespaces.insert(n.clone());
+                    n
+                }
+            };
             macro_rules! push {
                 ($list:ident, $spec:expr) => {
                     s.$list.push(Arc::new(Cfg { name, namespace, meta: o.meta, spec: $spec, origin: o.origin }))

@@ -16,6 +16,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 pub use common::*;
 pub use destination_rule::*;
@@ -32,8 +33,8 @@ pub const NETWORKING_GROUP: &str = "networking.istio.io";
 /// apiVersions served for every networking kind; they share one schema.
 pub const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
 
-/// Kubernetes object metadata, the fields weir reads plus the ones
-/// Kubernetes writes (accepted so that `kubectl get -o yaml` output loads).
+/// Kubernetes object metadata: the fields weir reads, plus the ones Kubernetes writes, which are
+/// accepted so that `kubectl get -o yaml` output loads, and dropped (they take no memory).
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct ObjectMeta {
@@ -41,17 +42,18 @@ pub struct ObjectMeta {
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// Istio's processing order: oldest first (absent sorts first).
     pub creation_timestamp: Option<String>,
-    pub generate_name: Option<String>,
-    pub uid: Option<String>,
-    pub resource_version: Option<String>,
-    pub generation: Option<i64>,
-    pub deletion_timestamp: Option<String>,
-    pub deletion_grace_period_seconds: Option<i64>,
-    pub finalizers: Vec<String>,
-    pub owner_references: Vec<serde_json::Value>,
-    pub managed_fields: Vec<serde_json::Value>,
-    pub self_link: Option<String>,
+    pub generate_name: IgnoredAny,
+    pub uid: IgnoredAny,
+    pub resource_version: IgnoredAny,
+    pub generation: IgnoredAny,
+    pub deletion_timestamp: IgnoredAny,
+    pub deletion_grace_period_seconds: IgnoredAny,
+    pub finalizers: IgnoredAny,
+    pub owner_references: IgnoredAny,
+    pub managed_fields: IgnoredAny,
+    pub self_link: IgnoredAny,
 }
 
 /// Where an object came from: the file and the line of its document, plus
