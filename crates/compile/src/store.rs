@@ -1,11 +1,12 @@
 //! The config store: valid Istio objects by kind, each with its metadata and
 //! origin, in Istio's processing order (creation time, then name, then namespace).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use weir_api::types::{
-    DestinationRule, Gateway, IstioObject, ObjectMeta, Origin, ServiceEntry, Sidecar, Spec, VirtualService,
-    WorkloadEntry, WorkloadGroup,
+    DestinationRule, Gateway, IstioObject, Origin, ServiceEntry, Sidecar, Spec, VirtualService, WorkloadEntry,
+    WorkloadGroup,
 };
 
 use crate::model::Str;
@@ -15,8 +16,10 @@ use crate::model::Str;
 pub struct Cfg<T> {
     pub name: Str,
     pub namespace: Str,
-    /// The rest of the metadata: `name` and `namespace` are moved out of it into the fields above.
-    pub meta: ObjectMeta,
+    /// `metadata.labels` (WorkloadEntries are selected by them).
+    pub labels: BTreeMap<String, String>,
+    /// `metadata.creationTimestamp`: Istio's processing order (absent first).
+    pub created: Option<String>,
     pub spec: T,
     pub origin: Origin,
 }
@@ -32,7 +35,7 @@ impl<T> Cfg<T> {
     }
     /// Sort key: creation timestamp (absent first), then name, then namespace.
     fn order_key(&self) -> (&str, &str, &str) {
-        (self.meta.creation_timestamp.as_deref().unwrap_or(""), &self.name, &self.namespace)
+        (self.created.as_deref().unwrap_or(""), &self.name, &self.namespace)
     }
 }
 
@@ -53,9 +56,9 @@ impl ConfigStore {
         let mut s = ConfigStore::default();
         // Objects of one namespace share its name (most of a file is in one or two namespaces).
         let mut namespaces: std::collections::HashSet<Str> = std::collections::HashSet::new();
-        for mut o in objects {
-            let name = Str::from(std::mem::take(&mut o.meta.name));
-            let ns = std::mem::take(&mut o.meta.namespace);
+        for o in objects {
+            let name = Str::from(o.meta.name);
+            let ns = o.meta.namespace;
             let namespace = match namespaces.get(ns.as_str()) {
                 Some(n) => n.clone(),
                 None => {
@@ -66,7 +69,14 @@ impl ConfigStore {
             };
             macro_rules! push {
                 ($list:ident, $spec:expr) => {
-                    s.$list.push(Arc::new(Cfg { name, namespace, meta: o.meta, spec: $spec, origin: o.origin }))
+                    s.$list.push(Arc::new(Cfg {
+                        name,
+                        namespace,
+                        labels: o.meta.labels,
+                        created: o.meta.creation_timestamp,
+                        spec: $spec,
+                        origin: o.origin,
+                    }))
                 };
             }
             match o.spec {
