@@ -215,7 +215,7 @@ pub fn decode_document<T: DeserializeOwned + Default>(text: &str, file: &str) ->
         return Ok(T::default());
     }
     decode(&stream.events, Some(doc.start), "", "document").map_err(|(path, message)| {
-        let origin = Origin { file: Arc::from(file), line: root_line, field_lines: Arc::new(FieldLines::new(lines)) };
+        let origin = Origin { file: Arc::from(file), line: root_line, field_lines: FieldLines::new(lines) };
         err(origin.line_of(&path), path, message)
     })
 }
@@ -239,8 +239,7 @@ fn load_node(stream: &Stream<'_>, i: usize, file: &Arc<str>, opts: &LoadOptions,
         out.errors.push(LoadError::Syntax { path: file.to_string(), line: e.line, message: e.message });
         return;
     }
-    let origin =
-        Origin { file: file.clone(), line: stream.lines[i], field_lines: Arc::new(FieldLines::new(field_lines)) };
+    let origin = Origin { file: file.clone(), line: stream.lines[i], field_lines: FieldLines::new(field_lines) };
     let not_null = |v: usize| !matches!(&ev[v], Ev::Scalar(s, p) if yaml::resolve(s, *p) == yaml::Scalar::Null);
     let mut env = Envelope::default();
     for (key, v) in yaml::entries(ev, i) {

@@ -595,11 +595,8 @@ mod tests {
         let mut out = Vec::new();
         field_lines(&s.events, &s.lines, s.docs[0].start, &mut out).unwrap();
         let recorded = out.len();
-        let origin = crate::types::Origin {
-            file: "f.yaml".into(),
-            line: 1,
-            field_lines: std::sync::Arc::new(crate::types::FieldLines::new(out)),
-        };
+        let origin =
+            crate::types::Origin { file: "f.yaml".into(), line: 1, field_lines: crate::types::FieldLines::new(out) };
         for (path, line) in [
             ("spec", 2),
             ("spec.endpoints[0]", 3),

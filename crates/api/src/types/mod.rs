@@ -62,7 +62,7 @@ pub struct ObjectMeta {
 pub struct Origin {
     pub file: Arc<str>,
     pub line: u32,
-    pub field_lines: Arc<FieldLines>,
+    pub field_lines: FieldLines,
 }
 
 impl Origin {
@@ -89,21 +89,29 @@ impl fmt::Display for Origin {
 }
 
 /// Field path (`spec.http[0].route`) to 1-based line number. Paths are kept
-/// as 64-bit hashes: building this table is on the loading hot path, lookups
-/// happen only when a message is printed.
+/// as hashes: building this table is on the loading hot path, lookups
+/// happen only when a message is printed. Each entry is one `u64`: the top
+/// 40 bits of the path's hash, then the line (24 bits; later lines read as
+/// the last one that fits). Shared by the clones of an object.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct FieldLines(Vec<(u64, u32)>);
+pub struct FieldLines(Arc<[u64]>);
+
+const LINE_BITS: u32 = 24;
+const LINE_MASK: u64 = (1 << LINE_BITS) - 1;
 
 impl FieldLines {
     /// Entries are `(path_hash(path), line)`.
-    pub fn new(mut entries: Vec<(u64, u32)>) -> Self {
-        entries.sort_unstable_by_key(|e| e.0);
-        entries.shrink_to_fit();
-        FieldLines(entries)
+    pub fn new(entries: Vec<(u64, u32)>) -> Self {
+        let mut packed: Vec<u64> =
+            entries.into_iter().map(|(h, line)| (h & !LINE_MASK) | u64::from(line).min(LINE_MASK)).collect();
+        packed.sort_unstable();
+        FieldLines(packed.into())
     }
     pub fn get(&self, path: &str) -> Option<u32> {
-        let h = path_hash(path);
-        self.0.binary_search_by_key(&h, |e| e.0).ok().map(|i| self.0[i].1)
+        let h = path_hash(path) & !LINE_MASK;
+        let i = self.0.partition_point(|e| e & !LINE_MASK < h);
+        let e = *self.0.get(i).filter(|e| *e & !LINE_MASK == h)?;
+        u32::try_from(e & LINE_MASK).ok()
     }
 }
 
@@ -220,4 +228,22 @@ pub struct OtherObject {
     pub namespace: String,
     pub raw: serde_json::Value,
     pub origin: Origin,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_lines_find_each_path_and_saturate_huge_lines() {
+        let paths = ["spec", "spec.hosts", "spec.hosts[0]", "spec.ports[0].number", "metadata.name"];
+        let entries = paths.iter().enumerate().map(|(i, p)| (path_hash(p), 10 * i as u32 + 1)).collect();
+        let lines = FieldLines::new(entries);
+        for (i, p) in paths.iter().enumerate() {
+            assert_eq!(lines.get(p), Some(10 * i as u32 + 1), "{p}");
+        }
+        assert_eq!(lines.get("spec.http"), None);
+        let big = FieldLines::new(vec![(path_hash("spec"), u32::MAX)]);
+        assert_eq!(big.get("spec"), Some((1 << 24) - 1));
+    }
 }
