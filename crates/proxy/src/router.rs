@@ -24,7 +24,7 @@ use weir_compile::model::{
 
 use crate::filters::{cors, retry};
 use crate::headers::{Fmt, Ops};
-use crate::upstream::ClusterSlot;
+use crate::upstream::{ClusterSlot, Clusters};
 
 /// The parts of a request routing looks at.
 pub(crate) struct ReqView<'a> {
@@ -273,9 +273,6 @@ pub(crate) struct CompiledRoute {
     /// Response operations read request headers (`%REQ()%`), which must then be kept.
     pub response_reads_request: bool,
 }
-
-/// What the data path needs to find a cluster by name.
-pub(crate) type Clusters = HashMap<Str, Arc<ClusterSlot>>;
 
 impl CompiledRoute {
     fn compile(r: &Route, clusters: &Clusters) -> CompiledRoute {
@@ -609,7 +606,7 @@ mod tests {
                 vh("v6", &["[::1]"]),
             ],
         };
-        let c = Table::compile(&t, &Clusters::new());
+        let c = Table::compile(&t, &Clusters::default());
         for host in [
             "www.example.com:8080",
             "WWW.Example.com",
@@ -683,7 +680,7 @@ mod tests {
             clusters: vec![],
             rewrite: Some(Rewrite { prefix: Some("/v2".into()), regex: None, authority: None }),
         };
-        let c = CompiledRoute::compile(&r, &Clusters::new());
+        let c = CompiledRoute::compile(&r, &Clusters::default());
         let Action::Forward { rewrite: Some(rw), .. } = &c.action else { panic!() };
         assert_eq!(c.rewrite_path(rw, "/api/x?q=1").as_deref(), Some("/v2/x?q=1"));
         r.matcher.path = Some(PathMatch::Exact("/old".into()));
@@ -691,7 +688,7 @@ mod tests {
             clusters: vec![],
             rewrite: Some(Rewrite { prefix: Some("/new".into()), regex: None, authority: None }),
         };
-        let c = CompiledRoute::compile(&r, &Clusters::new());
+        let c = CompiledRoute::compile(&r, &Clusters::default());
         let Action::Forward { rewrite: Some(rw), .. } = &c.action else { panic!() };
         assert_eq!(c.rewrite_path(rw, "/old?a").as_deref(), Some("/new?a"));
         r.action = RouteAction::Forward {
@@ -702,7 +699,7 @@ mod tests {
                 authority: None,
             }),
         };
-        let c = CompiledRoute::compile(&r, &Clusters::new());
+        let c = CompiledRoute::compile(&r, &Clusters::default());
         let Action::Forward { rewrite: Some(rw), .. } = &c.action else { panic!() };
         assert_eq!(c.rewrite_path(rw, "/svc/a/b/c").as_deref(), Some("/b/c/a"));
         assert_eq!(re2_substitution("$x\\1\\\\"), "$$x${1}\\");
@@ -711,7 +708,7 @@ mod tests {
     #[test]
     fn redirect_locations() {
         let r = route(RouteMatch { path: Some(PathMatch::Prefix("/old".into())), ..Default::default() });
-        let c = CompiledRoute::compile(&r, &Clusters::new());
+        let c = CompiledRoute::compile(&r, &Clusters::default());
         let h = HeaderMap::new();
         let req =
             ReqView { method: &Method::GET, scheme: "http", authority: "a.com:8080", path: "/old/x?y=1", headers: &h };

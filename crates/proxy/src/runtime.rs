@@ -15,8 +15,8 @@ use weir_compile::model::{
     VirtualHost,
 };
 
-use crate::router::{Clusters, Table};
-use crate::upstream::{BuildContext, ClusterSlot, ClusterState};
+use crate::router::Table;
+use crate::upstream::{BuildContext, ClusterState, Clusters};
 
 pub struct Runtime {
     pub version: u64,
@@ -206,17 +206,15 @@ impl Runtime {
             dns: dns.clone(),
             resolved: resolved.clone(),
         });
-        let mut clusters: Clusters = HashMap::with_capacity(snapshot.clusters.len());
-        for (i, c) in snapshot.clusters.iter().enumerate() {
-            // State in use is carried over now (kept as it is, or rebuilt keeping its statistics,
-            // breakers and pools). Built now as well: clusters with TLS origination, so that
-            // certificate problems are reported when the configuration is applied, and clusters
-            // with slow start, whose endpoints ramp up from when they joined, not from first use.
+        // State in use is carried over now (kept as it is, or rebuilt keeping its statistics,
+        // breakers and pools). Built now as well: clusters with TLS origination, so that
+        // certificate problems are reported when the configuration is applied, and clusters
+        // with slow start, whose endpoints ramp up from when they joined, not from first use.
+        let clusters = Clusters::new(&ctx, |c| {
             let old = previous.and_then(|p| p.clusters.get(&c.name)).and_then(|s| s.built());
             let eager = old.is_some() || c.policy.tls.is_some() || c.policy.load_balancer.warmup.is_some();
-            let state = eager.then(|| ctx.build(c, old));
-            clusters.insert(c.name.clone(), Arc::new(ClusterSlot::new(ctx.clone(), i, state)));
-        }
+            eager.then(|| ctx.build(c, old))
+        });
         let tables: Vec<Table> = snapshot.route_tables.iter().map(|t| Table::compile(t, &clusters)).collect();
         let table_index = tables.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
 
@@ -339,7 +337,7 @@ impl Runtime {
     }
 
     /// The state of cluster `name` for reading, without making it if nothing used it yet
-    /// (see [`ClusterSlot::view`]).
+    /// (see [`crate::upstream::ClusterSlot::view`]).
     pub(crate) fn cluster_view(&self, name: &str) -> Option<Arc<ClusterState>> {
         self.clusters.get(name).map(|s| s.view())
     }

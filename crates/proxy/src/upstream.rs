@@ -246,6 +246,31 @@ impl ClusterSlot {
     }
 }
 
+/// The clusters of a runtime, in the snapshot's order (by name), found by name.
+#[derive(Debug, Default)]
+pub(crate) struct Clusters(Vec<Arc<ClusterSlot>>);
+
+impl Clusters {
+    /// The slots of all of `ctx.snapshot`'s clusters; `state` gives the state of those that have one now.
+    pub fn new(ctx: &Arc<BuildContext>, mut state: impl FnMut(&Cluster) -> Option<Arc<ClusterState>>) -> Clusters {
+        let clusters = &ctx.snapshot.clusters;
+        let slots = clusters.iter().enumerate().map(|(i, c)| Arc::new(ClusterSlot::new(ctx.clone(), i, state(c))));
+        Clusters(slots.collect())
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<ClusterSlot>> {
+        let i = self.0.binary_search_by(|s| (*s.model().name).cmp(name)).ok()?;
+        self.0.get(i)
+    }
+}
+
+impl std::ops::Index<&str> for Clusters {
+    type Output = ClusterSlot;
+    fn index(&self, name: &str) -> &ClusterSlot {
+        self.get(name).unwrap_or_else(|| panic!("no cluster {name}"))
+    }
+}
+
 /// A cluster of the snapshot with its runtime state.
 #[derive(Debug)]
 pub(crate) struct ClusterState {
