@@ -229,7 +229,7 @@ fn header_value<'a>(key: &HeaderKey, req: &'a ReqView<'_>) -> Option<Cow<'a, str
 pub(crate) struct Destination {
     pub name: Str,
     /// `None`: the cluster is not in the snapshot (503 `NC`).
-    pub cluster: Option<Arc<ClusterSlot>>,
+    pub cluster: Option<ClusterSlot>,
     cumulative: u64,
     pub request_ops: Ops,
     pub response_ops: Ops,
@@ -266,7 +266,7 @@ pub(crate) struct CompiledRoute {
     pub timeout: Option<Duration>,
     pub retry: Option<retry::Policy>,
     pub fault: Option<Fault>,
-    pub mirrors: Vec<(Str, Option<Arc<ClusterSlot>>, f64)>,
+    pub mirrors: Vec<(Str, Option<ClusterSlot>, f64)>,
     pub cors: Option<cors::Policy>,
     pub request_ops: Ops,
     pub response_ops: Ops,
@@ -275,7 +275,7 @@ pub(crate) struct CompiledRoute {
 }
 
 impl CompiledRoute {
-    fn compile(r: &Route, clusters: &Clusters) -> CompiledRoute {
+    fn compile(r: &Route, clusters: &Arc<Clusters>) -> CompiledRoute {
         let action = match &r.action {
             RouteAction::Forward { clusters: dests, rewrite } => {
                 let mut cumulative = 0u64;
@@ -285,7 +285,7 @@ impl CompiledRoute {
                         cumulative += u64::from(d.weight);
                         Destination {
                             name: d.cluster.clone(),
-                            cluster: clusters.get(&d.cluster).cloned(),
+                            cluster: clusters.slot(&d.cluster),
                             cumulative,
                             request_ops: Ops::compile(&d.request_headers),
                             response_ops: Ops::compile(&d.response_headers),
@@ -314,11 +314,7 @@ impl CompiledRoute {
             timeout: r.timeout,
             retry: r.retries.as_ref().map(retry::Policy::compile),
             fault: r.fault.clone(),
-            mirrors: r
-                .mirrors
-                .iter()
-                .map(|m| (m.cluster.clone(), clusters.get(&m.cluster).cloned(), m.percentage))
-                .collect(),
+            mirrors: r.mirrors.iter().map(|m| (m.cluster.clone(), clusters.slot(&m.cluster), m.percentage)).collect(),
             cors: r.cors.as_ref().map(cors::Policy::compile),
             request_ops: Ops::compile(&r.request_headers),
             response_reads_request: response_ops.uses_request_headers(),
@@ -476,7 +472,7 @@ pub(crate) struct CompiledVhost {
 }
 
 impl CompiledVhost {
-    fn compile(vh: &VirtualHost, clusters: &Clusters) -> CompiledVhost {
+    fn compile(vh: &VirtualHost, clusters: &Arc<Clusters>) -> CompiledVhost {
         let object = vh.routes.iter().find_map(|r| r.origin.as_ref().map(|o| o.object.clone()));
         CompiledVhost {
             name: vh.name.clone(),
@@ -510,7 +506,7 @@ pub(crate) struct Table {
 }
 
 impl Table {
-    pub fn compile(t: &RouteTable, clusters: &Clusters) -> Table {
+    pub fn compile(t: &RouteTable, clusters: &Arc<Clusters>) -> Table {
         let vhosts: Vec<CompiledVhost> = t.virtual_hosts.iter().map(|v| CompiledVhost::compile(v, clusters)).collect();
         let mut exact = HashMap::new();
         let mut suffix: Vec<(Box<str>, usize)> = Vec::new();
@@ -606,7 +602,7 @@ mod tests {
                 vh("v6", &["[::1]"]),
             ],
         };
-        let c = Table::compile(&t, &Clusters::default());
+        let c = Table::compile(&t, &Arc::default());
         for host in [
             "www.example.com:8080",
             "WWW.Example.com",
@@ -680,7 +676,7 @@ mod tests {
             clusters: vec![],
             rewrite: Some(Rewrite { prefix: Some("/v2".into()), regex: None, authority: None }),
         };
-        let c = CompiledRoute::compile(&r, &Clusters::default());
+        let c = CompiledRoute::compile(&r, &Arc::default());
         let Action::Forward { rewrite: Some(rw), .. } = &c.action else { panic!() };
         assert_eq!(c.rewrite_path(rw, "/api/x?q=1").as_deref(), Some("/v2/x?q=1"));
         r.matcher.path = Some(PathMatch::Exact("/old".into()));
@@ -688,7 +684,7 @@ mod tests {
             clusters: vec![],
             rewrite: Some(Rewrite { prefix: Some("/new".into()), regex: None, authority: None }),
         };
-        let c = CompiledRoute::compile(&r, &Clusters::default());
+        let c = CompiledRoute::compile(&r, &Arc::default());
         let Action::Forward { rewrite: Some(rw), .. } = &c.action else { panic!() };
         assert_eq!(c.rewrite_path(rw, "/old?a").as_deref(), Some("/new?a"));
         r.action = RouteAction::Forward {
@@ -699,7 +695,7 @@ mod tests {
                 authority: None,
             }),
         };
-        let c = CompiledRoute::compile(&r, &Clusters::default());
+        let c = CompiledRoute::compile(&r, &Arc::default());
         let Action::Forward { rewrite: Some(rw), .. } = &c.action else { panic!() };
         assert_eq!(c.rewrite_path(rw, "/svc/a/b/c").as_deref(), Some("/b/c/a"));
         assert_eq!(re2_substitution("$x\\1\\\\"), "$$x${1}\\");
@@ -708,7 +704,7 @@ mod tests {
     #[test]
     fn redirect_locations() {
         let r = route(RouteMatch { path: Some(PathMatch::Prefix("/old".into())), ..Default::default() });
-        let c = CompiledRoute::compile(&r, &Clusters::default());
+        let c = CompiledRoute::compile(&r, &Arc::default());
         let h = HeaderMap::new();
         let req =
             ReqView { method: &Method::GET, scheme: "http", authority: "a.com:8080", path: "/old/x?y=1", headers: &h };

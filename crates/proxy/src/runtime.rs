@@ -29,7 +29,7 @@ pub struct Runtime {
     pub(crate) dns: Arc<crate::resolve::Dns>,
     /// DNS answers the DNS clusters were expanded with (see `resolve`).
     pub(crate) resolved: Arc<crate::resolve::Resolved>,
-    pub(crate) clusters: Clusters,
+    pub(crate) clusters: Arc<Clusters>,
     tables: Vec<Table>,
     table_index: HashMap<Str, usize>,
     /// Listener name -> the listeners of that name (one per bind scope).
@@ -210,11 +210,11 @@ impl Runtime {
         // breakers and pools). Built now as well: clusters with TLS origination, so that
         // certificate problems are reported when the configuration is applied, and clusters
         // with slow start, whose endpoints ramp up from when they joined, not from first use.
-        let clusters = Clusters::new(&ctx, |c| {
-            let old = previous.and_then(|p| p.clusters.get(&c.name)).and_then(|s| s.built());
+        let clusters = Arc::new(Clusters::new(ctx.clone(), |c| {
+            let old = previous.and_then(|p| p.clusters.built(&c.name));
             let eager = old.is_some() || c.policy.tls.is_some() || c.policy.load_balancer.warmup.is_some();
             eager.then(|| ctx.build(c, old))
-        });
+        }));
         let tables: Vec<Table> = snapshot.route_tables.iter().map(|t| Table::compile(t, &clusters)).collect();
         let table_index = tables.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
 
@@ -333,13 +333,13 @@ impl Runtime {
     }
 
     pub(crate) fn cluster(&self, name: &str) -> Option<&Arc<ClusterState>> {
-        self.clusters.get(name).map(|s| s.get())
+        self.clusters.get(name)
     }
 
     /// The state of cluster `name` for reading, without making it if nothing used it yet
-    /// (see [`crate::upstream::ClusterSlot::view`]).
+    /// (see [`Clusters::view`]).
     pub(crate) fn cluster_view(&self, name: &str) -> Option<Arc<ClusterState>> {
-        self.clusters.get(name).map(|s| s.view())
+        self.clusters.view(name)
     }
 }
 
@@ -390,10 +390,10 @@ mod tests {
         let first = Runtime::new(snap(&[("10.0.0.1", 80), ("10.0.0.2", 80)]), 1, None);
         let (a1, b1) = (first.cluster("a").unwrap().clone(), first.cluster("b").unwrap().clone());
         let same = Runtime::new(snap(&[("10.0.0.1", 80), ("10.0.0.2", 80)]), 2, Some(&first));
-        let a2 = same.clusters["a"].built().expect("state in use is carried over at once").clone();
+        let a2 = same.clusters.built("a").expect("state in use is carried over at once").clone();
         assert!(Arc::ptr_eq(&a1, &a2), "unchanged cluster: same state");
         let changed = Runtime::new(snap(&[("10.0.0.2", 80), ("10.0.0.3", 80)]), 3, Some(&same));
-        let a3 = changed.clusters["a"].built().unwrap();
+        let a3 = changed.clusters.built("a").unwrap();
         assert!(!Arc::ptr_eq(&a2, a3));
         assert!(Arc::ptr_eq(&a2.endpoints[1], &a3.endpoints[0]), "an endpoint that stays keeps its pool");
         assert!(Arc::ptr_eq(&b1, changed.cluster("b").unwrap()));
@@ -404,12 +404,12 @@ mod tests {
     fn cluster_state_is_made_on_first_use() {
         let snap = || Snapshot { clusters: vec![cluster("a", &[("10.0.0.1", 80)])], ..Snapshot::default() };
         let first = Runtime::new(snap(), 1, None);
-        assert!(first.clusters["a"].built().is_none(), "nothing used the cluster yet");
+        assert!(first.clusters.built("a").is_none(), "nothing used the cluster yet");
         let view = first.cluster_view("a").unwrap();
         assert_eq!(view.endpoints.len(), 1);
-        assert!(first.clusters["a"].built().is_none(), "looking does not keep a state");
+        assert!(first.clusters.built("a").is_none(), "looking does not keep a state");
         let next = Runtime::new(snap(), 2, Some(&first));
-        assert!(next.clusters["a"].built().is_none(), "an unused cluster stays unmade across reloads");
+        assert!(next.clusters.built("a").is_none(), "an unused cluster stays unmade across reloads");
         let used = next.cluster("a").unwrap().clone();
         assert!(Arc::ptr_eq(&used, next.cluster("a").unwrap()), "made once");
         assert!(first.cluster("x").is_none());

@@ -204,70 +204,79 @@ impl BuildContext {
     }
 }
 
-/// A cluster of a runtime. Its state (endpoints, balancer, breakers, statistics) is made when a
-/// request or connection first needs it: a gateway or sidecar that sees thousands of services
-/// usually sends traffic to a few, and the state of a cluster is several times the size of its
-/// model. State in use is carried over reloads (see `Runtime::build`).
-#[derive(Debug)]
+/// The clusters of a runtime, in the snapshot's order (by name). The state of each (endpoints,
+/// balancer, breakers, statistics) is made when a request or connection first needs it: a
+/// gateway or sidecar that sees thousands of services usually sends traffic to a few, and the
+/// state of a cluster is several times the size of its model. State in use is carried over
+/// reloads (see `Runtime::build`).
+#[derive(Debug, Default)]
+pub(crate) struct Clusters {
+    /// `None`: no clusters (tests).
+    ctx: Option<Arc<BuildContext>>,
+    /// One per `ctx.snapshot.clusters`, same order.
+    states: Vec<std::sync::OnceLock<Arc<ClusterState>>>,
+}
+
+impl Clusters {
+    /// All of `ctx.snapshot`'s clusters; `state` gives the state of those that have one now.
+    pub fn new(ctx: Arc<BuildContext>, mut state: impl FnMut(&Cluster) -> Option<Arc<ClusterState>>) -> Clusters {
+        let states =
+            ctx.snapshot.clusters.iter().map(|c| state(c).map(std::sync::OnceLock::from).unwrap_or_default()).collect();
+        Clusters { ctx: Some(ctx), states }
+    }
+
+    fn position(&self, name: &str) -> Option<(&Arc<BuildContext>, usize)> {
+        let ctx = self.ctx.as_ref()?;
+        let i = ctx.snapshot.clusters.binary_search_by(|c| (*c.name).cmp(name)).ok()?;
+        Some((ctx, i))
+    }
+
+    /// Cluster `name`, for routes to hold.
+    pub fn slot(self: &Arc<Self>, name: &str) -> Option<ClusterSlot> {
+        let (_, index) = self.position(name)?;
+        Some(ClusterSlot { all: self.clone(), index })
+    }
+
+    /// The state of cluster `name`, made now if this is its first use.
+    pub fn get(&self, name: &str) -> Option<&Arc<ClusterState>> {
+        let (ctx, i) = self.position(name)?;
+        Some(self.states[i].get_or_init(|| ctx.build(&ctx.snapshot.clusters[i], None)))
+    }
+
+    /// The state of cluster `name` if something used it already.
+    pub fn built(&self, name: &str) -> Option<&Arc<ClusterState>> {
+        let (_, i) = self.position(name)?;
+        self.states[i].get()
+    }
+
+    /// The state of cluster `name` for reading (admin pages): before its first use, a fresh
+    /// state that is not kept (zero counters, idle endpoints), so looking does not cost the
+    /// memory of using.
+    pub fn view(&self, name: &str) -> Option<Arc<ClusterState>> {
+        let (ctx, i) = self.position(name)?;
+        Some(match self.states[i].get() {
+            Some(s) => s.clone(),
+            None => ctx.build(&ctx.snapshot.clusters[i], None),
+        })
+    }
+}
+
+/// One cluster of a runtime's [`Clusters`], as a route holds it.
+#[derive(Debug, Clone)]
 pub(crate) struct ClusterSlot {
-    ctx: Arc<BuildContext>,
-    /// Position in `ctx.snapshot.clusters`.
+    all: Arc<Clusters>,
     index: usize,
-    state: std::sync::OnceLock<Arc<ClusterState>>,
 }
 
 impl ClusterSlot {
-    /// The slot of `ctx.snapshot.clusters[index]`, with its state already made when `state` is given.
-    pub fn new(ctx: Arc<BuildContext>, index: usize, state: Option<Arc<ClusterState>>) -> ClusterSlot {
-        ClusterSlot { ctx, index, state: state.map(std::sync::OnceLock::from).unwrap_or_default() }
-    }
-
-    fn model(&self) -> &Cluster {
-        &self.ctx.snapshot.clusters[self.index]
-    }
-
     /// The cluster's state, made now if this is its first use.
     pub fn get(&self) -> &Arc<ClusterState> {
-        self.state.get_or_init(|| self.ctx.build(self.model(), None))
-    }
-
-    /// The cluster's state if something used it already.
-    pub fn built(&self) -> Option<&Arc<ClusterState>> {
-        self.state.get()
-    }
-
-    /// The cluster's state for reading (admin pages): before its first use, a fresh state that is
-    /// not kept (zero counters, idle endpoints), so looking does not cost the memory of using.
-    pub fn view(&self) -> Arc<ClusterState> {
-        match self.built() {
-            Some(s) => s.clone(),
-            None => self.ctx.build(self.model(), None),
-        }
-    }
-}
-
-/// The clusters of a runtime, in the snapshot's order (by name), found by name.
-#[derive(Debug, Default)]
-pub(crate) struct Clusters(Vec<Arc<ClusterSlot>>);
-
-impl Clusters {
-    /// The slots of all of `ctx.snapshot`'s clusters; `state` gives the state of those that have one now.
-    pub fn new(ctx: &Arc<BuildContext>, mut state: impl FnMut(&Cluster) -> Option<Arc<ClusterState>>) -> Clusters {
-        let clusters = &ctx.snapshot.clusters;
-        let slots = clusters.iter().enumerate().map(|(i, c)| Arc::new(ClusterSlot::new(ctx.clone(), i, state(c))));
-        Clusters(slots.collect())
-    }
-
-    pub fn get(&self, name: &str) -> Option<&Arc<ClusterSlot>> {
-        let i = self.0.binary_search_by(|s| (*s.model().name).cmp(name)).ok()?;
-        self.0.get(i)
-    }
-}
-
-impl std::ops::Index<&str> for Clusters {
-    type Output = ClusterSlot;
-    fn index(&self, name: &str) -> &ClusterSlot {
-        self.get(name).unwrap_or_else(|| panic!("no cluster {name}"))
+        let all = &*self.all;
+        all.states[self.index].get_or_init(|| match &all.ctx {
+            Some(ctx) => ctx.build(&ctx.snapshot.clusters[self.index], None),
+            // Slots are made by `Clusters::slot`, which needs a snapshot.
+            None => unreachable!("a cluster slot without a snapshot"),
+        })
     }
 }
 
