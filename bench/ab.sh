@@ -59,32 +59,7 @@ http {
     server { listen 127.0.0.1:$UP; root $WORK/www; location / { try_files /1k =404; } }
 }
 EOF
-cat > "$WORK/cfg/bench.yaml" <<EOF
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: upstream, namespace: bench}
-spec:
-  hosts: [upstream.bench.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  endpoints: [{address: 127.0.0.1, ports: {http: $UP}}]
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: bench, namespace: bench}
-spec:
-  selector: {istio: ingressgateway}
-  servers: [{port: {number: $PORT, name: http, protocol: HTTP}, hosts: ['*']}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: bench, namespace: bench}
-spec:
-  hosts: ["*"]
-  gateways: [bench]
-  http: [{route: [{destination: {host: upstream.bench.local, port: {number: 80}}}]}]
-EOF
+python3 "$LIB" gen-weir-http "$WORK/cfg/bench.yaml" --port "$PORT" --upstream "$UP"
 taskset -c 1 nginx -p "$WORK/" -e "$WORK/up-error.log" -c "$WORK/up.conf" &
 PIDS+=($!)
 python3 "$LIB" wait-listen "$UP" --timeout 30 || { echo "ab.sh: the upstream did not start" >&2; exit 1; }

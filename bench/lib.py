@@ -377,6 +377,39 @@ def cmd_gen_haproxy_reload(a):
         f.write("".join(f"backend svc_{i}\n    server up 127.0.0.1:{a.upstream}\n" for i in range(n)))
 
 
+def cmd_gen_weir_http(a):
+    """A ServiceEntry for the upstream, a Gateway with one HTTP port and a VirtualService to it."""
+    with open(a.out, "w") as f:
+        f.write(WEIR_HTTP.format(port=a.port, upstream=a.upstream))
+
+
+WEIR_HTTP = """apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: upstream, namespace: bench}}
+spec:
+  hosts: [upstream.bench.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {upstream}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: bench, namespace: bench}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers: [{{port: {{number: {port}, name: http, protocol: HTTP}}, hosts: ['*']}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: bench, namespace: bench}}
+spec:
+  hosts: ["*"]
+  gateways: [bench]
+  http: [{{route: [{{destination: {{host: upstream.bench.local, port: {{number: 80}}}}}}]}}]
+"""
+
+
 def vs_yaml(i, version):
     return (
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\n"
@@ -726,6 +759,11 @@ def main():
     p.add_argument("--skip-vs", type=int, default=-1, help="weir: leave out this service's VirtualService")
     p.add_argument("--upstream", type=int, default=0, help="weir: one endpoint, 127.0.0.1:PORT")
     p.set_defaults(f=cmd_gen)
+    p = sub.add_parser("gen-weir-http", help="weir: one Gateway port routed to one upstream (ab.sh, link-order.sh)")
+    p.add_argument("out")
+    p.add_argument("--port", type=int, required=True, help="the Gateway's HTTP port")
+    p.add_argument("--upstream", type=int, required=True, help="the upstream at 127.0.0.1:PORT")
+    p.set_defaults(f=cmd_gen_weir_http)
     p = sub.add_parser("gen-nginx-reload")
     p.add_argument("dir")
     p.add_argument("--services", type=int, required=True)

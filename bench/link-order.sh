@@ -18,32 +18,7 @@ http { access_log off; client_body_temp_path $W; proxy_temp_path $W; fastcgi_tem
 N
 nginx -c "$W/nginx.conf" & 
 mkdir "$W/cfg"
-cat > "$W/cfg/bench.yaml" <<Y
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: upstream, namespace: bench}
-spec:
-  hosts: [upstream.bench.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  endpoints: [{address: 127.0.0.1, ports: {http: $UP}}]
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: bench, namespace: bench}
-spec:
-  selector: {istio: ingressgateway}
-  servers: [{port: {number: $GW, name: http, protocol: HTTP}, hosts: ['*']}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: bench, namespace: bench}
-spec:
-  hosts: ["*"]
-  gateways: [bench]
-  http: [{route: [{destination: {host: upstream.bench.local, port: {number: 80}}}]}]
-Y
+python3 "$REPO/bench/lib.py" gen-weir-http "$W/cfg/bench.yaml" --port "$GW" --upstream "$UP"
 RUST_LOG=warn valgrind --tool=callgrind --dump-instr=no --compress-strings=no --compress-pos=no --demangle=no \
     --callgrind-out-file="$W/cg.out" "$BIN" run --config "$W/cfg" --role gateway --bind 127.0.0.1 --proxy-port 0 \
     --namespace bench --concurrency 1 --access-log off --drain-timeout 100ms --admin "127.0.0.1:$ADMIN" \
