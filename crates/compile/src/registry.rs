@@ -385,7 +385,7 @@ fn workload_instance(
         Arc::new(labels.into_iter().map(|(k, v)| (Str::from(k), Str::from(v))).collect())
     };
     Some(Instance {
-        address: we.address.as_str().into(),
+        address: we.address.clone(),
         ports,
         labels,
         locality: locality.map(Str::from),

@@ -11,7 +11,8 @@ use super::sorted_map::SortedMap;
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct WorkloadEntry {
-    pub address: String,
+    /// Shared, not copied, by the registry and the snapshot built from it.
+    pub address: std::sync::Arc<str>,
     #[serde(deserialize_with = "int::map")]
     /// Port name -> number (a `SortedMap`: one small allocation per endpoint).
     pub ports: SortedMap<String, u32>,

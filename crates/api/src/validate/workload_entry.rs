@@ -32,7 +32,7 @@ pub(super) fn entry(
     p: &P,
     r: &mut Report,
 ) {
-    let addr = we.address.as_str();
+    let addr = &*we.address;
     let addr_path = p.f("address");
     if addr.is_empty() {
         if we.network.is_empty() {
