@@ -148,15 +148,13 @@ fn endpoint(svc: &Service, inst: &Instance, port: &ServicePort) -> Endpoint {
         address: inst.address.clone(),
         port: svc.endpoint_port(inst, port),
         weight: inst.weight.max(1),
-        locality: inst.locality.clone(),
-        network: inst.network.clone(),
-        labels: inst.labels.clone(),
+        meta: inst.meta.clone(),
     }
 }
 
 /// Whether `inst` carries all of the subset's labels (an empty set selects all).
 fn selects(labels: &BTreeMap<String, String>, inst: &Instance) -> bool {
-    labels.iter().all(|(k, v)| inst.labels.iter().any(|(lk, lv)| **lk == **k && **lv == **v))
+    labels.iter().all(|(k, v)| inst.meta.labels.iter().any(|(lk, lv)| **lk == **k && **lv == **v))
 }
 
 fn is_dns(d: Discovery) -> bool {
@@ -374,11 +372,11 @@ mod tests {
         Instance {
             address: address.into(),
             ports: weir_api::types::SortedMap::new(),
-            labels: Arc::new(labels.iter().map(|(k, v)| (Str::from(*k), Str::from(*v))).collect()),
-            locality: None,
-            network: None,
             weight: 0,
-            service_account: None,
+            meta: Arc::new(crate::model::EndpointMeta {
+                labels: labels.iter().map(|(k, v)| (Str::from(*k), Str::from(*v))).collect(),
+                ..Default::default()
+            }),
         }
     }
 

@@ -543,16 +543,42 @@ pub struct Endpoint {
     pub address: Str,
     pub port: u16,
     pub weight: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub locality: Option<Str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub network: Option<Str>,
-    pub labels: Arc<Vec<(Str, Str)>>,
+    /// Locality, network and labels, shared with the registry instance it was made from.
+    #[serde(flatten)]
+    pub meta: Arc<EndpointMeta>,
 }
 
 impl Endpoint {
     /// An endpoint with no locality, network or labels.
     pub fn new(address: impl Into<Str>, port: u16, weight: u32) -> Endpoint {
-        Endpoint { address: address.into(), port, weight, locality: None, network: None, labels: Arc::new(Vec::new()) }
+        Endpoint { address: address.into(), port, weight, meta: EndpointMeta::none() }
+    }
+}
+
+/// What a workload instance carries besides its address and ports. One allocation per instance
+/// that has any, shared by the snapshot endpoints made from it; instances without share one.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct EndpointMeta {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<Str>,
+    pub labels: Vec<(Str, Str)>,
+    /// SPIFFE identity of the workload (`spiffe://<trust domain>/ns/<ns>/sa/<name>`), when it
+    /// names one (registry; not printed with the snapshot).
+    #[serde(skip)]
+    pub service_account: Option<Str>,
+}
+
+impl EndpointMeta {
+    /// The meta of instances without locality, network, labels or identity: one shared allocation.
+    pub fn none() -> Arc<EndpointMeta> {
+        static NONE: std::sync::OnceLock<Arc<EndpointMeta>> = std::sync::OnceLock::new();
+        NONE.get_or_init(Arc::default).clone()
+    }
+
+    /// `meta`, shared when it is empty.
+    pub fn shared(meta: EndpointMeta) -> Arc<EndpointMeta> {
+        if meta == EndpointMeta::default() { EndpointMeta::none() } else { Arc::new(meta) }
     }
 }

@@ -11,7 +11,7 @@ use weir_api::types::{Location as SeLocation, Resolution, ServiceEntry, SortedMa
 use crate::host;
 use crate::mesh::MeshConfig;
 use crate::message::{Messages, code};
-use crate::model::{Discovery, Str};
+use crate::model::{Discovery, EndpointMeta, Str};
 use crate::node::Node;
 use crate::store::{Cfg, ConfigStore};
 
@@ -83,19 +83,16 @@ pub struct Instance {
     pub address: Str,
     /// Service port name -> endpoint port.
     pub ports: SortedMap<Str, u16>,
-    pub labels: Arc<Vec<(Str, Str)>>,
-    pub locality: Option<Str>,
-    pub network: Option<Str>,
     /// LB weight (0 means "unset": treated as 1).
     pub weight: u32,
-    /// SPIFFE identity of the workload (`spiffe://<trust domain>/ns/<ns>/sa/<name>`), when it names one.
-    pub service_account: Option<Str>,
+    /// Labels, locality, network, identity (shared with the snapshot's endpoints).
+    pub meta: Arc<EndpointMeta>,
 }
 
 impl Instance {
     /// Whether all of `selector`'s key/values are on this instance.
     pub fn has_labels(&self, selector: &[(Str, Str)]) -> bool {
-        selector.iter().all(|(k, v)| self.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        selector.iter().all(|(k, v)| self.meta.labels.iter().any(|(lk, lv)| lk == k && lv == v))
     }
 }
 
@@ -258,15 +255,7 @@ fn convert_service_entry(
             continue;
         }
         let own = if host_is_endpoint {
-            vec![Instance {
-                address: hostname.clone(),
-                ports: SortedMap::new(),
-                labels: no_labels(),
-                locality: None,
-                network: None,
-                weight: 0,
-                service_account: None,
-            }]
+            vec![Instance { address: hostname.clone(), ports: SortedMap::new(), weight: 0, meta: EndpointMeta::none() }]
         } else if i + 1 == spec.hosts.len() {
             std::mem::take(&mut shared)
         } else {
@@ -327,12 +316,6 @@ const REGION_LABEL: &str = "topology.kubernetes.io/region";
 const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 const SUBZONE_LABEL: &str = "topology.istio.io/subzone";
 
-/// The label list of instances without labels: one shared allocation.
-fn no_labels() -> Arc<Vec<(Str, Str)>> {
-    static EMPTY: std::sync::OnceLock<Arc<Vec<(Str, Str)>>> = std::sync::OnceLock::new();
-    EMPTY.get_or_init(|| Arc::new(Vec::new())).clone()
-}
-
 /// `convertWorkloadEntryToWorkloadInstance`: one workload as an instance.
 /// `meta_labels` (a WorkloadEntry object's `metadata.labels`) win over the
 /// spec's labels. Entries without an address (reachable only through a
@@ -379,21 +362,14 @@ fn workload_instance(
     let name = |n: &str| service_ports.iter().find(|p| &*p.name == n).map_or_else(|| Str::from(n), |p| p.name.clone());
     let ports =
         we.ports.iter().filter_map(|(n, p)| u16::try_from(*p).ok().filter(|p| *p != 0).map(|p| (name(n), p))).collect();
-    let labels = if labels.is_empty() {
-        no_labels()
-    } else {
-        Arc::new(labels.into_iter().map(|(k, v)| (Str::from(k), Str::from(v))).collect())
-    };
-    Some(Instance {
-        address: we.address.clone(),
-        ports,
-        labels,
+    let meta = EndpointMeta {
+        labels: labels.into_iter().map(|(k, v)| (Str::from(k), Str::from(v))).collect(),
         locality: locality.map(Str::from),
         network: (!we.network.is_empty()).then(|| Str::from(we.network.as_str())),
-        weight: we.weight,
         service_account: (!we.service_account.is_empty())
             .then(|| format!("spiffe://{}/ns/{namespace}/sa/{}", mesh.trust_domain, we.service_account).into()),
-    })
+    };
+    Some(Instance { address: we.address.clone(), ports, weight: we.weight, meta: EndpointMeta::shared(meta) })
 }
 
 /// Whether a workload address can only serve DNS-resolved ServiceEntries (a host name or `unix://` path).
@@ -740,10 +716,10 @@ mod tests {
         let (a, b) = (&s.instances[0], &s.instances[1]);
         assert_eq!(a.weight, 3);
         assert_eq!(b.weight, 0);
-        assert_eq!(a.locality.as_deref(), Some("us/east/a"));
-        assert_eq!(a.network.as_deref(), Some("n1"));
-        assert_eq!(a.service_account.as_deref(), Some("spiffe://cluster.local/ns/shop/sa/sa1"));
-        assert_eq!(b.service_account, None);
+        assert_eq!(a.meta.locality.as_deref(), Some("us/east/a"));
+        assert_eq!(a.meta.network.as_deref(), Some("n1"));
+        assert_eq!(a.meta.service_account.as_deref(), Some("spiffe://cluster.local/ns/shop/sa/sa1"));
+        assert_eq!(b.meta.service_account, None);
         assert!(a.has_labels(&[("v".into(), "1".into())]));
         assert!(a.has_labels(&[(ZONE_LABEL.into(), "east".into()), (NETWORK_LABEL.into(), "n1".into())]));
         // Endpoint port precedence: endpoint map > targetPort > port.
@@ -759,7 +735,7 @@ mod tests {
             "default",
             "  hosts: [a.com]\n  ports: [{number: 80, name: http}]\n  resolution: STATIC\n  endpoints:\n  - {address: 10.0.0.1, labels: {istio-locality: r1.z1}}\n  - {address: 10.0.0.2, labels: {topology.istio.io/locality: r2/z2/s2}}\n",
         ));
-        let loc: Vec<Option<&str>> = r.services[0].instances.iter().map(|i| i.locality.as_deref()).collect();
+        let loc: Vec<Option<&str>> = r.services[0].instances.iter().map(|i| i.meta.locality.as_deref()).collect();
         assert_eq!(loc, vec![Some("r1/z1"), Some("r2/z2/s2")]);
         assert!(r.services[0].instances[1].has_labels(&[(SUBZONE_LABEL.into(), "s2".into())]));
     }
@@ -775,7 +751,7 @@ mod tests {
         assert!(r.services[2].instances.is_empty());
         assert!(r.services[3].instances.is_empty());
         let i = &r.services[0].instances[0];
-        assert_eq!((i.weight, i.labels.len()), (0, 0));
+        assert_eq!((i.weight, i.meta.labels.len()), (0, 0));
     }
 
     #[test]

@@ -263,7 +263,7 @@ pub fn clusters(state: &State) -> String {
             } else {
                 format!("{}:{}", e.address, e.port)
             };
-            let (region, zone, sub_zone) = match e.locality.as_deref() {
+            let (region, zone, sub_zone) = match e.meta.locality.as_deref() {
                 Some(l) => {
                     let mut parts = l.splitn(3, '/');
                     (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""))

@@ -51,7 +51,7 @@ fn proximity(node: Locality<'_>, ep: Locality<'_>) -> u32 {
 }
 
 fn ep_locality(e: &Endpoint) -> Locality<'_> {
-    e.locality.as_deref().map(split).unwrap_or_default()
+    e.meta.locality.as_deref().map(split).unwrap_or_default()
 }
 
 /// Places `endpoints` for `node`; `outlier_detection` says whether failover priorities apply.
@@ -101,7 +101,7 @@ pub(crate) fn place(
                     continue;
                 }
                 matched[i] = true;
-                let key = e.locality.as_deref().unwrap_or("");
+                let key = e.meta.locality.as_deref().unwrap_or("");
                 match localities.iter_mut().find(|(l, _)| *l == key) {
                     Some((_, w)) => *w += u64::from(e.weight.max(1)),
                     None => localities.push((key, u64::from(e.weight.max(1)))),
@@ -112,7 +112,7 @@ pub(crate) fn place(
                 // Istio: ceil(original * share / total) per locality.
                 let lw = (orig * u64::from(*share)).div_ceil(total.max(1));
                 for (i, e) in endpoints.iter().enumerate() {
-                    if matched[i] && e.locality.as_deref().unwrap_or("") == *loc && new_weight[i] == 0 {
+                    if matched[i] && e.meta.locality.as_deref().unwrap_or("") == *loc && new_weight[i] == 0 {
                         // Split the locality weight over its endpoints by their own weights.
                         new_weight[i] = (lw * DISTRIBUTE_SCALE * u64::from(e.weight.max(1))).div_ceil(*orig).max(1);
                         if lw == 0 {
@@ -143,7 +143,7 @@ pub(crate) fn place(
         for (i, e) in endpoints.iter().enumerate() {
             let l = ep_locality(e);
             let mut p = proximity(n, l);
-            if p == 3 && failover_to.is_some_and(|to| e.locality.is_none() || l.region != to) {
+            if p == 3 && failover_to.is_some_and(|to| e.meta.locality.is_none() || l.region != to) {
                 p = 4;
             }
             prio[i] = prio[i] * 5 + p;
@@ -171,7 +171,7 @@ fn label_priorities(endpoints: &[Endpoint], node: &NodeSummary, labels: &[weir_c
                     None => (&**spec, None),
                 };
                 let want = fixed.or_else(|| node.labels.iter().find(|(k, _)| &**k == name).map(|(_, v)| &**v));
-                let have = e.labels.iter().find(|(k, _)| &**k == name).map(|(_, v)| &**v);
+                let have = e.meta.labels.iter().find(|(k, _)| &**k == name).map(|(_, v)| &**v);
                 if want.unwrap_or("") != have.unwrap_or("") {
                     if j == 0 && includes_network {
                         adjust = lowest;
@@ -206,9 +206,11 @@ mod tests {
             address: "10.0.0.1".into(),
             port: 80,
             weight: 1,
-            locality: (!locality.is_empty()).then(|| locality.into()),
-            network: None,
-            labels: Arc::new(labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()),
+            meta: Arc::new(weir_compile::model::EndpointMeta {
+                locality: (!locality.is_empty()).then(|| locality.into()),
+                labels: labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+                ..Default::default()
+            }),
         }
     }
 

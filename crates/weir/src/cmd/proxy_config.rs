@@ -61,7 +61,7 @@ fn selected(snap: &Snapshot, section: Section) -> serde_json::Value {
             snap.clusters
                 .iter()
                 .flat_map(|c| {
-                    c.endpoints.iter().map(move |e| serde_json::json!({"endpoint": format!("{}:{}", e.address, e.port), "cluster": c.name, "labels": e.labels}))
+                    c.endpoints.iter().map(move |e| serde_json::json!({"endpoint": format!("{}:{}", e.address, e.port), "cluster": c.name, "labels": e.meta.labels}))
                 })
                 .collect(),
         ),
