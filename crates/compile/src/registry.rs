@@ -335,7 +335,7 @@ fn workload_instance(
         labels.extend(meta.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
     let locality = if !we.locality.is_empty() {
-        Some(we.locality.clone())
+        Some(we.locality.to_string())
     } else {
         labels
             .get(LOCALITY_LABEL)
@@ -356,7 +356,7 @@ fn workload_instance(
         }
     }
     if !we.network.is_empty() && labels.get(NETWORK_LABEL).is_none_or(|v| v.is_empty()) {
-        labels.insert(NETWORK_LABEL.to_string(), we.network.clone());
+        labels.insert(NETWORK_LABEL.to_string(), we.network.to_string());
     }
     // Port names shared with the service's ports where they match (no string per endpoint).
     let name = |n: &str| service_ports.iter().find(|p| &*p.name == n).map_or_else(|| Str::from(n), |p| p.name.clone());
@@ -365,7 +365,7 @@ fn workload_instance(
     let meta = EndpointMeta {
         labels: labels.into_iter().map(|(k, v)| (Str::from(k), Str::from(v))).collect(),
         locality: locality.map(Str::from),
-        network: (!we.network.is_empty()).then(|| Str::from(we.network.as_str())),
+        network: (!we.network.is_empty()).then(|| Str::from(&*we.network)),
         service_account: (!we.service_account.is_empty())
             .then(|| format!("spiffe://{}/ns/{namespace}/sa/{}", mesh.trust_domain, we.service_account).into()),
     };

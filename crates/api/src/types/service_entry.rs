@@ -24,6 +24,7 @@ pub struct ServiceEntry {
     pub ports: Vec<ServicePort>,
     pub location: Location,
     pub resolution: Resolution,
+    #[serde(deserialize_with = "endpoints_sharing_ports")]
     pub endpoints: Vec<WorkloadEntry>,
     #[serde(alias = "workload_selector")]
     pub workload_selector: Option<WorkloadSelector>,
@@ -31,6 +32,17 @@ pub struct ServiceEntry {
     pub export_to: Vec<String>,
     #[serde(alias = "subject_alt_names")]
     pub subject_alt_names: Vec<String>,
+}
+
+/// Endpoints, where consecutive endpoints that name the same ports share one port map (most
+/// do: one small allocation per ServiceEntry instead of one per endpoint).
+fn endpoints_sharing_ports<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<WorkloadEntry>, D::Error> {
+    let mut endpoints = Vec::<WorkloadEntry>::deserialize(d)?;
+    for i in 1..endpoints.len() {
+        let (done, rest) = endpoints.split_at_mut(i);
+        rest[0].ports.share(&done[i - 1].ports);
+    }
+    Ok(endpoints)
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]

@@ -325,7 +325,7 @@ mod tests {
         w.labels.insert("bad key".into(), "v".into());
         assert!(err(&run_entry(&w), "invalid tag key"));
         w.labels.clear();
-        w.service_account = "a".repeat(254);
+        w.service_account = "a".repeat(254).into();
         assert!(err(&run_entry(&w), "spec.serviceAccount: Too long"));
     }
 
