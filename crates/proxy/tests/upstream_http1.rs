@@ -191,21 +191,15 @@ async fn serve(mut sock: TcpStream, conn: usize, got: Arc<std::sync::Mutex<Vec<G
     }
 }
 
-fn config(port: u16, upstream: u16, pool: &str) -> String {
-    format!(
-        "{}{pool}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: svc, namespace: default}}
-spec:
-  hosts: [svc]
-  http:
-  - route: [{{destination: {{host: svc}}}}]
-    retries: {{attempts: 0}}
-",
-        service("svc", port, "HTTP", &[(upstream, "v1")])
-    )
+/// `svc` on `port` with the scripted upstream as its one endpoint, no retries, and a
+/// DestinationRule with `traffic_policy` when one is given.
+fn config(port: u16, upstream: u16, traffic_policy: Option<&str>) -> String {
+    let mut yaml = service("svc", port, "HTTP", &[(upstream, "v1")]);
+    yaml += &vs("svc", "  - route: [{destination: {host: svc}}]\n    retries: {attempts: 0}");
+    if let Some(policy) = traffic_policy {
+        yaml += &dr("svc", policy);
+    }
+    yaml
 }
 
 /// One raw HTTP/1.1 exchange with the proxy: the status line and whatever else arrives
@@ -222,7 +216,7 @@ async fn raw(port: u16, request: &[u8]) -> String {
 async fn connections_are_reused_until_the_upstream_ends_them() {
     let up = Upstream::start().await;
     let port = free_port();
-    let _proxy = Proxy::start(&config(port, up.port, "")).await;
+    let _proxy = Proxy::start(&config(port, up.port, None)).await;
     let mut c = Client::h1(port).await;
     let conns: Vec<String> = {
         let mut v = Vec::new();
@@ -259,7 +253,7 @@ async fn connections_are_reused_until_the_upstream_ends_them() {
 async fn response_framings_and_interim_responses() {
     let up = Upstream::start().await;
     let port = free_port();
-    let _proxy = Proxy::start(&config(port, up.port, "")).await;
+    let _proxy = Proxy::start(&config(port, up.port, None)).await;
     let mut c = Client::h1(port).await;
     let r = c.get("svc", "/chunked", &[]).await;
     assert_eq!((r.status, r.body.as_str()), (200, "hello world"));
@@ -280,7 +274,7 @@ async fn response_framings_and_interim_responses() {
 async fn request_bodies_of_every_framing_arrive_intact() {
     let up = Upstream::start().await;
     let port = free_port();
-    let _proxy = Proxy::start(&config(port, up.port, "")).await;
+    let _proxy = Proxy::start(&config(port, up.port, None)).await;
 
     // Content-Length, large enough for partial writes.
     let big: String = (0..200_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
@@ -315,7 +309,7 @@ async fn request_bodies_of_every_framing_arrive_intact() {
 async fn early_truncated_and_invalid_responses() {
     let up = Upstream::start().await;
     let port = free_port();
-    let _proxy = Proxy::start(&config(port, up.port, "")).await;
+    let _proxy = Proxy::start(&config(port, up.port, None)).await;
 
     // An answer before the request body was sent is relayed (the client is still sending).
     let mut req = b"POST /early HTTP/1.1\r\nhost: svc\r\ncontent-length: 4194304\r\n\r\n".to_vec();
@@ -339,17 +333,8 @@ async fn early_truncated_and_invalid_responses() {
 async fn idle_connections_close_after_idle_timeout_and_max_requests() {
     let up = Upstream::start().await;
     let port = free_port();
-    let dr = "---
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: svc, namespace: default}
-spec:
-  host: svc
-  trafficPolicy:
-    connectionPool:
-      http: {idleTimeout: 200ms, maxRequestsPerConnection: 2}
-";
-    let _proxy = Proxy::start(&config(port, up.port, dr)).await;
+    let policy = "    connectionPool:\n      http: {idleTimeout: 200ms, maxRequestsPerConnection: 2}";
+    let _proxy = Proxy::start(&config(port, up.port, Some(policy))).await;
     let mut c = Client::h1(port).await;
     let a = c.get("svc", "/echo", &[]).await.header("x-conn");
     let b = c.get("svc", "/echo", &[]).await.header("x-conn");
