@@ -372,6 +372,59 @@ where
     }
 }
 
+/// Checks shared by the tests of both proxying paths (copying here, splice(2) in `zero_copy`).
+#[cfg(test)]
+pub(crate) mod checks {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+    use super::SpliceError;
+
+    /// `sent` from `client` followed by its half close reaches `server` whole, then EOF; the
+    /// server's reply after that still reaches the client.
+    pub async fn exchange_with_half_close<C, S>(client: C, server: S, sent: &[u8])
+    where
+        C: AsyncRead + AsyncWrite,
+        S: AsyncRead + AsyncWrite,
+    {
+        let (mut cr, mut cw) = tokio::io::split(client);
+        let (mut sr, mut sw) = tokio::io::split(server);
+        let send = async {
+            cw.write_all(sent).await.unwrap();
+            cw.shutdown().await.unwrap();
+        };
+        let receive = async {
+            let mut got = Vec::new();
+            sr.read_to_end(&mut got).await.unwrap();
+            got
+        };
+        let ((), got) = tokio::join!(send, receive);
+        assert!(got == sent, "the server sees every byte, then EOF after the client's half close");
+        sw.write_all(b"reply after half close").await.unwrap();
+        sw.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        cr.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, b"reply after half close");
+    }
+
+    /// Traffic from `client` keeps the proxying `task` (idle timeout 300 ms) open; then silence
+    /// ends it with [`SpliceError::Idle`].
+    pub async fn ends_when_idle<T: std::fmt::Debug>(
+        client: &mut (impl AsyncWrite + Unpin),
+        task: tokio::task::JoinHandle<Result<T, SpliceError>>,
+    ) {
+        for _ in 0..3 {
+            client.write_all(b"x").await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let started = std::time::Instant::now();
+        let r = task.await.unwrap();
+        assert!(started.elapsed() >= Duration::from_millis(150), "{:?}", started.elapsed());
+        assert!(matches!(r, Err(SpliceError::Idle(_))), "{r:?}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,25 +456,7 @@ mod tests {
             let s = s.clone();
             async move { splice(proxy_down, proxy_up, Duration::from_secs(5), &s).await.unwrap() }
         });
-        let (mut cr, mut cw) = tokio::io::split(client);
-        let (mut sr, mut sw) = tokio::io::split(server);
-        let big = vec![7u8; 100_000];
-        let write = {
-            let big = big.clone();
-            tokio::spawn(async move {
-                cw.write_all(&big).await.unwrap();
-                cw.shutdown().await.unwrap();
-            })
-        };
-        let mut got = Vec::new();
-        sr.read_to_end(&mut got).await.unwrap();
-        assert_eq!(got.len(), big.len(), "the server sees EOF after the client's half close");
-        write.await.unwrap();
-        sw.write_all(b"reply after half close").await.unwrap();
-        sw.shutdown().await.unwrap();
-        let mut reply = Vec::new();
-        cr.read_to_end(&mut reply).await.unwrap();
-        assert_eq!(reply, b"reply after half close");
+        checks::exchange_with_half_close(client, server, &[7u8; 100_000]).await;
         assert_eq!(task.await.unwrap(), (100_000, 22));
         assert_eq!((s.received.get(), s.sent.get()), (100_000, 22));
     }
@@ -434,14 +469,6 @@ mod tests {
             let s = series();
             splice(proxy_down, proxy_up, Duration::from_millis(300), &s).await
         });
-        // Traffic keeps it open; then silence closes it.
-        for _ in 0..3 {
-            client.write_all(b"x").await.unwrap();
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let started = std::time::Instant::now();
-        let r = t.await.unwrap();
-        assert!(started.elapsed() >= Duration::from_millis(150), "{:?}", started.elapsed());
-        assert!(matches!(r, Err(SpliceError::Idle(_))), "{r:?}");
+        checks::ends_when_idle(&mut client, t).await;
     }
 }

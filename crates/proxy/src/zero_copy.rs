@@ -135,7 +135,6 @@ async fn direction(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     /// A connected pair of loopback sockets.
@@ -147,8 +146,8 @@ mod tests {
 
     #[tokio::test]
     async fn moves_bytes_both_ways_passes_half_close_and_counts() {
-        let (mut client, proxy_down) = pair().await;
-        let (proxy_up, mut server) = pair().await;
+        let (client, proxy_down) = pair().await;
+        let (proxy_up, server) = pair().await;
         let s = crate::metrics::Metrics::new().tcp_opened(&crate::metrics::TcpView::default());
         let task = tokio::spawn({
             let s = s.clone();
@@ -156,23 +155,7 @@ mod tests {
         });
         // More than a pipe's worth, so the pipe is filled and drained many times.
         let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-        let (mut cr, mut cw) = client.split();
-        let send = async {
-            cw.write_all(&big).await.unwrap();
-            cw.shutdown().await.unwrap();
-        };
-        let receive = async {
-            let mut got = Vec::new();
-            server.read_to_end(&mut got).await.unwrap();
-            got
-        };
-        let ((), got) = tokio::join!(send, receive);
-        assert!(got == big, "the server sees every byte, then EOF after the client's half close");
-        server.write_all(b"reply after half close").await.unwrap();
-        server.shutdown().await.unwrap();
-        let mut reply = Vec::new();
-        cr.read_to_end(&mut reply).await.unwrap();
-        assert_eq!(reply, b"reply after half close");
+        crate::tcp::checks::exchange_with_half_close(client, server, &big).await;
         assert_eq!(task.await.unwrap(), (3_000_000, 22));
         assert_eq!((s.received.get(), s.sent.get()), (3_000_000, 22));
     }
@@ -185,13 +168,6 @@ mod tests {
             let s = crate::metrics::Metrics::new().tcp_opened(&crate::metrics::TcpView::default());
             proxy(&proxy_down, &proxy_up, Duration::from_millis(300), &s).await.unwrap()
         });
-        for _ in 0..3 {
-            client.write_all(b"x").await.unwrap();
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let started = std::time::Instant::now();
-        let r = t.await.unwrap();
-        assert!(started.elapsed() >= Duration::from_millis(150), "{:?}", started.elapsed());
-        assert!(matches!(r, Err(SpliceError::Idle(_))), "{r:?}");
+        crate::tcp::checks::ends_when_idle(&mut client, t).await;
     }
 }
