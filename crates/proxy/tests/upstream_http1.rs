@@ -147,35 +147,25 @@ async fn serve(mut sock: TcpStream, conn: usize, got: Arc<std::sync::Mutex<Vec<G
             ("none", Vec::new())
         };
         got.lock().unwrap().push(Got { framing, body: body.clone() });
+        // Responses after which the upstream closes the connection.
+        let last: Option<&[u8]> = match path.as_str() {
+            "/early" => Some(b""),
+            "/until-close" => Some(b"HTTP/1.1 200 OK\r\n\r\nuntil close"),
+            "/http10" => Some(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+            "/close" => Some(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok"),
+            // Keep-alive by the headers, closed right after: the proxy finds out when idle.
+            "/quietly-close" => Some(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+            "/truncated" => Some(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort"),
+            "/garbage" => Some(b"SSH-2.0-OpenSSH_9.6\r\n\r\n"),
+            _ => None,
+        };
+        if let Some(last) = last {
+            sock.write_all(last).await?;
+            return Ok(());
+        }
         let reply: Vec<u8> = match path.as_str() {
-            "/early" => return Ok(()),
             "/chunked" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: t\r\n\r\n".to_vec(),
-            "/until-close" => {
-                sock.write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil close").await?;
-                return Ok(());
-            }
-            "/http10" => {
-                sock.write_all(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok").await?;
-                return Ok(());
-            }
             "/continue" => b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
-            "/close" => {
-                sock.write_all(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok").await?;
-                return Ok(());
-            }
-            "/quietly-close" => {
-                // Keep-alive by the headers, closed right after: the proxy finds out when idle.
-                sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await?;
-                return Ok(());
-            }
-            "/truncated" => {
-                sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort").await?;
-                return Ok(());
-            }
-            "/garbage" => {
-                sock.write_all(b"SSH-2.0-OpenSSH_9.6\r\n\r\n").await?;
-                return Ok(());
-            }
             "/no-content" => b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(),
             _ => {
                 let mut r = format!(
