@@ -231,6 +231,11 @@ impl Clusters {
         Some((ctx, i))
     }
 
+    /// The state of the cluster at `i` of `ctx.snapshot`, made now if this is its first use.
+    fn made(&self, ctx: &BuildContext, i: usize) -> &Arc<ClusterState> {
+        self.states[i].get_or_init(|| ctx.build(&ctx.snapshot.clusters[i], None))
+    }
+
     /// Cluster `name`, for routes to hold.
     pub fn slot(self: &Arc<Self>, name: &str) -> Option<ClusterSlot> {
         let (_, index) = self.position(name)?;
@@ -240,7 +245,7 @@ impl Clusters {
     /// The state of cluster `name`, made now if this is its first use.
     pub fn get(&self, name: &str) -> Option<&Arc<ClusterState>> {
         let (ctx, i) = self.position(name)?;
-        Some(self.states[i].get_or_init(|| ctx.build(&ctx.snapshot.clusters[i], None)))
+        Some(self.made(ctx, i))
     }
 
     /// The state of cluster `name` if something used it already.
@@ -271,12 +276,11 @@ pub(crate) struct ClusterSlot {
 impl ClusterSlot {
     /// The cluster's state, made now if this is its first use.
     pub fn get(&self) -> &Arc<ClusterState> {
-        let all = &*self.all;
-        all.states[self.index].get_or_init(|| match &all.ctx {
-            Some(ctx) => ctx.build(&ctx.snapshot.clusters[self.index], None),
+        match &self.all.ctx {
+            Some(ctx) => self.all.made(ctx, self.index),
             // Slots are made by `Clusters::slot`, which needs a snapshot.
             None => unreachable!("a cluster slot without a snapshot"),
-        })
+        }
     }
 }
 
