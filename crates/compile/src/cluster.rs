@@ -24,7 +24,7 @@ use crate::mesh::MeshConfig;
 use crate::message::{Messages, code};
 use crate::model::{Cluster, Discovery, Endpoint, Str, UpstreamProtocol};
 use crate::policy::{ClusterPolicy, ConnectionPool, LbAlgorithm, PolicyParts};
-use crate::registry::{Instance, Service, ServicePort};
+use crate::registry::{Service, ServicePort};
 use crate::str_util::{Digits, concat_str};
 
 /// `outbound|9080|v1|reviews.default.svc.cluster.local` (`outbound|9080||...` without subset).
@@ -143,17 +143,8 @@ impl<'a> Policies<'a> {
     }
 }
 
-fn endpoint(svc: &Service, inst: &Instance, port: &ServicePort) -> Endpoint {
-    Endpoint {
-        address: inst.address.clone(),
-        port: svc.endpoint_port(inst, port),
-        weight: inst.weight.max(1),
-        meta: inst.meta.clone(),
-    }
-}
-
 /// Whether `inst` carries all of the subset's labels (an empty set selects all).
-fn selects(labels: &BTreeMap<String, String>, inst: &Instance) -> bool {
+fn selects(labels: &BTreeMap<String, String>, inst: &Endpoint) -> bool {
     labels.iter().all(|(k, v)| inst.meta.labels.iter().any(|(lk, lv)| **lk == **k && **lv == **v))
 }
 
@@ -228,18 +219,18 @@ pub fn build(
             _ => &[],
         };
         // Instances selected by each subset (`None`: all of them), shared by the ports.
+        let instances = svc.instances();
         let members: Vec<Option<Vec<usize>>> = subsets
             .iter()
             .map(|s| {
                 if s.labels.is_empty() {
                     return None;
                 }
-                let m: Vec<usize> =
-                    (0..svc.instances.len()).filter(|&i| selects(&s.labels, &svc.instances[i])).collect();
-                (m.len() != svc.instances.len()).then_some(m)
+                let m: Vec<usize> = (0..instances.len()).filter(|&i| selects(&s.labels, &instances[i])).collect();
+                (m.len() != instances.len()).then_some(m)
             })
             .collect();
-        for port in &svc.ports {
+        for (index, port) in svc.ports.iter().enumerate() {
             if port.protocol == Some(Protocol::Udp) {
                 continue;
             }
@@ -247,7 +238,8 @@ pub fn build(
             {
                 continue;
             }
-            let all: Arc<[Endpoint]> = svc.instances.iter().map(|i| endpoint(svc, i, port)).collect();
+            // The registry's list: shared, not copied, by every snapshot that has this cluster.
+            let all = svc.endpoints.get(index).cloned().unwrap_or_default();
             if is_dns(svc.discovery) && all.is_empty() {
                 continue;
             }
@@ -259,7 +251,7 @@ pub fn build(
             for (si, subset) in subsets.iter().enumerate() {
                 let endpoints: Arc<[Endpoint]> = match &members[si] {
                     None => all.clone(),
-                    // Indices come from `svc.instances`, which `all` mirrors.
+                    // Indices come from `svc.instances()`, which every port's list mirrors.
                     Some(m) => m.iter().map(|&i| all[i].clone()).collect(),
                 };
                 let parts =
@@ -368,8 +360,8 @@ mod tests {
         ServicePort { name: name.into(), port: number, protocol, target_port: None }
     }
 
-    fn inst(address: &str, labels: &[(&str, &str)]) -> Instance {
-        Instance {
+    fn inst(address: &str, labels: &[(&str, &str)]) -> crate::registry::Instance {
+        crate::registry::Instance {
             address: address.into(),
             ports: weir_api::types::SortedMap::new(),
             weight: 0,
@@ -380,7 +372,12 @@ mod tests {
         }
     }
 
-    fn service(host: &str, ns: &str, ports: Vec<ServicePort>, instances: Vec<Instance>) -> Arc<Service> {
+    fn service(
+        host: &str,
+        ns: &str,
+        ports: Vec<ServicePort>,
+        instances: Vec<crate::registry::Instance>,
+    ) -> Arc<Service> {
         Arc::new(Service {
             hostname: host.into(),
             namespace: ns.into(),
@@ -388,13 +385,13 @@ mod tests {
             origin_file: "t.yaml".into(),
             origin_line: 1,
             addresses: Vec::new(),
-            ports,
             discovery: Discovery::Static,
             location: Location::MeshInternal,
             visibility: Visibility::Public,
             kubernetes_style: false,
             subject_alt_names: Vec::new(),
-            instances: instances.into(),
+            endpoints: crate::registry::endpoints_by_port(&ports, &instances),
+            ports,
         })
     }
 
@@ -519,7 +516,7 @@ mod tests {
         assert_eq!(cs.iter().filter(|c| c.subset.as_deref() == Some("v1")).count(), 2);
         assert!(cs.iter().all(|c| c.discovery == Discovery::StrictDns));
         assert_eq!(msgs.len(), 1);
-        s.instances = Vec::new().into();
+        s.endpoints = crate::registry::endpoints_by_port(&s.ports, &[]);
         let (cs, _) = run(&[Arc::new(s)], &yaml, "default");
         assert!(cs.is_empty(), "{:?}", names(&cs));
     }

@@ -539,8 +539,9 @@ impl Cluster {
 /// One upstream address of a cluster.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Endpoint {
-    /// IP address, host name (DNS resolution) or `unix://` path.
-    pub address: Str,
+    /// IP address, host name (DNS resolution) or `unix://` path (inline when short: no
+    /// allocation for an IP address).
+    pub address: weir_api::types::Address,
     pub port: u16,
     pub weight: u32,
     /// Locality, network and labels, shared with the registry instance it was made from.
@@ -550,7 +551,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// An endpoint with no locality, network or labels.
-    pub fn new(address: impl Into<Str>, port: u16, weight: u32) -> Endpoint {
+    pub fn new(address: impl Into<weir_api::types::Address>, port: u16, weight: u32) -> Endpoint {
         Endpoint { address: address.into(), port, weight, meta: EndpointMeta::none() }
     }
 }
@@ -575,6 +576,11 @@ impl EndpointMeta {
     pub fn none() -> Arc<EndpointMeta> {
         static NONE: std::sync::OnceLock<Arc<EndpointMeta>> = std::sync::OnceLock::new();
         NONE.get_or_init(Arc::default).clone()
+    }
+
+    /// Whether all of `selector`'s key/values are among the labels.
+    pub fn has_labels(&self, selector: &[(Str, Str)]) -> bool {
+        selector.iter().all(|(k, v)| self.labels.iter().any(|(lk, lv)| lk == k && lv == v))
     }
 
     /// `meta`, shared when it is empty.

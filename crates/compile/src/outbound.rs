@@ -242,9 +242,11 @@ fn is_match_all(m: &ChainMatch) -> bool {
 fn service_subnets(svc: &Service) -> Vec<Str> {
     let mut out: Vec<Str> = svc.addresses.iter().filter(|a| is_cidr(a)).cloned().collect();
     if out.is_empty() && svc.discovery == Discovery::OriginalDst {
-        for i in svc.instances.iter() {
-            if i.address.parse::<std::net::IpAddr>().is_ok_and(|ip| !ip.is_unspecified()) && !out.contains(&i.address) {
-                out.push(i.address.clone());
+        for i in svc.instances() {
+            if i.address.parse::<std::net::IpAddr>().is_ok_and(|ip| !ip.is_unspecified())
+                && !out.iter().any(|o| **o == *i.address)
+            {
+                out.push(Str::from(i.address.as_str()));
             }
         }
     }

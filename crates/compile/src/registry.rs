@@ -6,12 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use weir_api::protocol::Protocol;
-use weir_api::types::{Location as SeLocation, Resolution, ServiceEntry, SortedMap, WorkloadEntry};
+use weir_api::types::{Address, Location as SeLocation, Resolution, ServiceEntry, SortedMap, WorkloadEntry};
 
 use crate::host;
 use crate::mesh::MeshConfig;
 use crate::message::{Messages, code};
-use crate::model::{Discovery, EndpointMeta, Str};
+use crate::model::{Discovery, Endpoint, EndpointMeta, Str};
 use crate::node::Node;
 use crate::store::{Cfg, ConfigStore};
 
@@ -76,11 +76,12 @@ pub struct ServicePort {
 }
 
 /// One workload instance behind a service (a ServiceEntry endpoint, a
-/// selected WorkloadEntry, later a Kubernetes endpoint).
+/// selected WorkloadEntry, later a Kubernetes endpoint), while the registry is
+/// built: services keep their instances as one [`Endpoint`] list per port.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Instance {
     /// IP, host name (DNS resolution) or `unix://` path.
-    pub address: Str,
+    pub address: Address,
     /// Service port name -> endpoint port.
     pub ports: SortedMap<Str, u16>,
     /// LB weight (0 means "unset": treated as 1).
@@ -92,8 +93,24 @@ pub struct Instance {
 impl Instance {
     /// Whether all of `selector`'s key/values are on this instance.
     pub fn has_labels(&self, selector: &[(Str, Str)]) -> bool {
-        selector.iter().all(|(k, v)| self.meta.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+        self.meta.has_labels(selector)
     }
+
+    /// This instance as an endpoint of `port`: its own port for that port name, else
+    /// `targetPort`, else the service port; weight 0 ("unset") becomes 1.
+    pub fn endpoint(&self, port: &ServicePort) -> Endpoint {
+        Endpoint {
+            address: self.address.clone(),
+            port: self.ports.get(&port.name).copied().or(port.target_port).unwrap_or(port.port),
+            weight: self.weight.max(1),
+            meta: self.meta.clone(),
+        }
+    }
+}
+
+/// The endpoint list of each of `ports` (same order) for `instances`.
+pub fn endpoints_by_port(ports: &[ServicePort], instances: &[Instance]) -> Box<[Arc<[Endpoint]>]> {
+    ports.iter().map(|p| instances.iter().map(|i| i.endpoint(p)).collect()).collect()
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -117,7 +134,10 @@ pub struct Service {
     /// Kubernetes-style `name.ns.svc.<domain>` host: gets short alternate domains.
     pub kubernetes_style: bool,
     pub subject_alt_names: Vec<Str>,
-    pub instances: Arc<[Instance]>,
+    /// The endpoints of each of `ports` (same order; every list holds the same instances in the
+    /// same order). The clusters of a port share its list, so the registry and the snapshots
+    /// built from it keep each endpoint once (build with [`endpoints_by_port`]).
+    pub endpoints: Box<[Arc<[Endpoint]>]>,
 }
 
 impl Service {
@@ -130,10 +150,10 @@ impl Service {
         self.ports.iter().find(|p| p.port == number)
     }
 
-    /// The endpoint port of `instance` for `port`: the instance's own port
-    /// for that port name, else `targetPort`, else the service port.
-    pub fn endpoint_port(&self, instance: &Instance, port: &ServicePort) -> u16 {
-        instance.ports.get(&port.name).copied().or(port.target_port).unwrap_or(port.port)
+    /// The service's instances (as the endpoints of its first port: addresses, weights and
+    /// metadata are the same in every port's list); empty for a service without ports.
+    pub fn instances(&self) -> &[Endpoint] {
+        self.endpoints.first().map_or(&[], |l| &l[..])
     }
 }
 
@@ -255,7 +275,12 @@ fn convert_service_entry(
             continue;
         }
         let own = if host_is_endpoint {
-            vec![Instance { address: hostname.clone(), ports: SortedMap::new(), weight: 0, meta: EndpointMeta::none() }]
+            vec![Instance {
+                address: Address::from(&*hostname),
+                ports: SortedMap::new(),
+                weight: 0,
+                meta: EndpointMeta::none(),
+            }]
         } else if i + 1 == spec.hosts.len() {
             std::mem::take(&mut shared)
         } else {
@@ -274,7 +299,7 @@ fn convert_service_entry(
             location,
             visibility: visibility.clone(),
             subject_alt_names: subject_alt_names.clone(),
-            instances: Arc::from(Vec::new()),
+            endpoints: Box::default(),
         };
         out.push(Draft { cfg: se.clone(), service, own });
     }
@@ -330,12 +355,12 @@ fn workload_instance(
     if we.address.is_empty() {
         return None;
     }
-    let mut labels = we.labels.clone();
+    let mut labels = we.labels().clone();
     if let Some(meta) = meta_labels {
         labels.extend(meta.iter().map(|(k, v)| (k.clone(), v.clone())));
     }
-    let locality = if !we.locality.is_empty() {
-        Some(we.locality.to_string())
+    let locality = if !we.locality().is_empty() {
+        Some(we.locality().to_string())
     } else {
         labels
             .get(LOCALITY_LABEL)
@@ -355,8 +380,8 @@ fn workload_instance(
             }
         }
     }
-    if !we.network.is_empty() && labels.get(NETWORK_LABEL).is_none_or(|v| v.is_empty()) {
-        labels.insert(NETWORK_LABEL.to_string(), we.network.to_string());
+    if !we.network().is_empty() && labels.get(NETWORK_LABEL).is_none_or(|v| v.is_empty()) {
+        labels.insert(NETWORK_LABEL.to_string(), we.network().to_string());
     }
     // Port names shared with the service's ports where they match (no string per endpoint).
     let name = |n: &str| service_ports.iter().find(|p| &*p.name == n).map_or_else(|| Str::from(n), |p| p.name.clone());
@@ -365,9 +390,9 @@ fn workload_instance(
     let meta = EndpointMeta {
         labels: labels.into_iter().map(|(k, v)| (Str::from(k), Str::from(v))).collect(),
         locality: locality.map(Str::from),
-        network: (!we.network.is_empty()).then(|| Str::from(&*we.network)),
-        service_account: (!we.service_account.is_empty())
-            .then(|| format!("spiffe://{}/ns/{namespace}/sa/{}", mesh.trust_domain, we.service_account).into()),
+        network: (!we.network().is_empty()).then(|| Str::from(we.network())),
+        service_account: (!we.service_account().is_empty())
+            .then(|| format!("spiffe://{}/ns/{namespace}/sa/{}", mesh.trust_domain, we.service_account()).into()),
     };
     Some(Instance { address: we.address.clone(), ports, weight: we.weight, meta: EndpointMeta::shared(meta) })
 }
@@ -412,7 +437,6 @@ fn merge_instances(drafts: Vec<Draft>) -> Vec<Arc<Service>> {
         groups.entry((d.service.namespace.clone(), d.service.hostname.clone())).or_default().push(i);
     }
     let mut drafts = drafts;
-    let mut instances: Vec<Option<Arc<[Instance]>>> = vec![None; drafts.len()];
     for members in groups.values() {
         // (source draft, index of the instance in its `own`) in merge order.
         let mut kept: Vec<(usize, usize)> = Vec::new();
@@ -431,38 +455,40 @@ fn merge_instances(drafts: Vec<Draft>) -> Vec<Arc<Service>> {
                 kept.push((m, i));
             }
         }
+        // Each group's instances become endpoint lists at once and are freed: the next group's
+        // lists then reuse their memory (converting them all at the end left a hole of 48 bytes
+        // per endpoint between the lists).
         if let [only] = members[..] {
-            // The usual case, one declaration: its instances move instead of being copied.
-            let mut keep = vec![false; drafts[only].own.len()];
-            for &(_, i) in &kept {
-                keep[i] = true;
-            }
-            let own = std::mem::take(&mut drafts[only].own);
-            let list: Vec<Instance> = own.into_iter().zip(keep).filter_map(|(inst, k)| k.then_some(inst)).collect();
-            instances[only] = Some(Arc::from(list));
+            // The usual case, one declaration: nothing to copy or translate.
+            let d = &mut drafts[only];
+            let own = std::mem::take(&mut d.own);
+            let list: Vec<Instance> =
+                if kept.len() == own.len() { own } else { kept.iter().map(|&(_, i)| own[i].clone()).collect() };
+            d.service.endpoints = endpoints_by_port(&d.service.ports, &list);
             continue;
         }
-        for &r in members {
-            let to = &drafts[r].service.ports;
-            let list: Vec<Instance> = kept
-                .iter()
-                .map(|&(src, i)| {
-                    let (inst, from) = (&drafts[src].own[i], &drafts[src].service.ports);
-                    if src == r || from == to { inst.clone() } else { translate_ports(inst, from, to) }
-                })
-                .collect();
-            instances[r] = Some(Arc::from(list));
+        let lists: Vec<Box<[Arc<[Endpoint]>]>> = members
+            .iter()
+            .map(|&r| {
+                let to = &drafts[r].service.ports;
+                let list: Vec<Instance> = kept
+                    .iter()
+                    .map(|&(src, i)| {
+                        let (inst, from) = (&drafts[src].own[i], &drafts[src].service.ports);
+                        if src == r || from == to { inst.clone() } else { translate_ports(inst, from, to) }
+                    })
+                    .collect();
+                endpoints_by_port(to, &list)
+            })
+            .collect();
+        for (&r, endpoints) in members.iter().zip(lists) {
+            drafts[r].service.endpoints = endpoints;
+            drafts[r].own = Vec::new();
         }
     }
     // Not `collect()`: it would reuse the drafts' allocation (27 times the size of the result).
     let mut services = Vec::with_capacity(drafts.len());
-    services.extend(drafts.into_iter().zip(instances).map(|(d, inst)| {
-        let mut service = d.service;
-        if let Some(inst) = inst {
-            service.instances = inst;
-        }
-        Arc::new(service)
-    }));
+    services.extend(drafts.into_iter().map(|d| Arc::new(d.service)));
     services
 }
 
@@ -615,7 +641,7 @@ mod tests {
     }
 
     fn addrs(s: &Service) -> Vec<&str> {
-        s.instances.iter().map(|i| &*i.address).collect()
+        s.instances().iter().map(|i| &*i.address).collect()
     }
 
     #[test]
@@ -637,7 +663,7 @@ mod tests {
         assert_eq!(s.discovery, Discovery::OriginalDst);
         assert_eq!(s.location, Location::MeshExternal);
         assert_eq!(s.visibility, Visibility::Public);
-        assert!(s.instances.is_empty());
+        assert!(s.instances().is_empty());
     }
 
     #[test]
@@ -713,19 +739,21 @@ mod tests {
         ));
         let s = &r.services[0];
         assert_eq!(addrs(s), vec!["10.0.0.1", "10.0.0.2"]);
-        let (a, b) = (&s.instances[0], &s.instances[1]);
+        let (a, b) = (&s.instances()[0], &s.instances()[1]);
         assert_eq!(a.weight, 3);
-        assert_eq!(b.weight, 0);
+        assert_eq!(b.weight, 1, "0 (unset) means 1");
         assert_eq!(a.meta.locality.as_deref(), Some("us/east/a"));
         assert_eq!(a.meta.network.as_deref(), Some("n1"));
         assert_eq!(a.meta.service_account.as_deref(), Some("spiffe://cluster.local/ns/shop/sa/sa1"));
         assert_eq!(b.meta.service_account, None);
-        assert!(a.has_labels(&[("v".into(), "1".into())]));
-        assert!(a.has_labels(&[(ZONE_LABEL.into(), "east".into()), (NETWORK_LABEL.into(), "n1".into())]));
+        assert!(a.meta.has_labels(&[("v".into(), "1".into())]));
+        assert!(a.meta.has_labels(&[(ZONE_LABEL.into(), "east".into()), (NETWORK_LABEL.into(), "n1".into())]));
         // Endpoint port precedence: endpoint map > targetPort > port.
-        assert_eq!(s.endpoint_port(a, &s.ports[0]), 9080);
-        assert_eq!(s.endpoint_port(b, &s.ports[0]), 8080);
-        assert_eq!(s.endpoint_port(b, &s.ports[1]), 90);
+        assert_eq!(s.endpoints[0][0].port, 9080);
+        assert_eq!(s.endpoints[0][1].port, 8080);
+        assert_eq!(s.endpoints[1][1].port, 90);
+        assert_eq!(s.endpoints[1][0].port, 90);
+        assert!(Arc::ptr_eq(&s.endpoints[0][0].meta, &s.endpoints[1][0].meta), "ports share an instance's meta");
     }
 
     #[test]
@@ -735,9 +763,9 @@ mod tests {
             "default",
             "  hosts: [a.com]\n  ports: [{number: 80, name: http}]\n  resolution: STATIC\n  endpoints:\n  - {address: 10.0.0.1, labels: {istio-locality: r1.z1}}\n  - {address: 10.0.0.2, labels: {topology.istio.io/locality: r2/z2/s2}}\n",
         ));
-        let loc: Vec<Option<&str>> = r.services[0].instances.iter().map(|i| i.meta.locality.as_deref()).collect();
+        let loc: Vec<Option<&str>> = r.services[0].instances().iter().map(|i| i.meta.locality.as_deref()).collect();
         assert_eq!(loc, vec![Some("r1/z1"), Some("r2/z2/s2")]);
-        assert!(r.services[0].instances[1].has_labels(&[(SUBZONE_LABEL.into(), "s2".into())]));
+        assert!(r.services[0].instances()[1].meta.has_labels(&[(SUBZONE_LABEL.into(), "s2".into())]));
     }
 
     #[test]
@@ -748,10 +776,10 @@ mod tests {
         let (r, _) = build(&yaml);
         assert_eq!(addrs(&r.services[0]), vec!["a.com"]);
         assert_eq!(addrs(&r.services[1]), vec!["b.default.svc.cluster.local"]);
-        assert!(r.services[2].instances.is_empty());
-        assert!(r.services[3].instances.is_empty());
-        let i = &r.services[0].instances[0];
-        assert_eq!((i.weight, i.meta.labels.len()), (0, 0));
+        assert!(r.services[2].instances().is_empty());
+        assert!(r.services[3].instances().is_empty());
+        let i = &r.services[0].instances()[0];
+        assert_eq!((i.port, i.weight, i.meta.labels.len()), (80, 1, 0));
     }
 
     #[test]
@@ -783,7 +811,7 @@ mod tests {
         let (r, _) = build(&yaml);
         let s = &r.services[0];
         assert_eq!(addrs(s), vec!["db.example.com", "unix:///var/run/db.sock"]);
-        assert_eq!(s.endpoint_port(&s.instances[0], &s.ports[0]), 8080);
+        assert_eq!(s.endpoints[0][0].port, 8080);
     }
 
     #[test]
@@ -821,9 +849,9 @@ mod tests {
         assert_eq!(addrs(first), vec!["10.0.0.1", "10.0.0.2"]);
         assert_eq!(addrs(second), vec!["10.0.0.1", "10.0.0.2"]);
         // Ports are translated to the receiving service's names (matched by number here).
-        assert_eq!(first.endpoint_port(&first.instances[1], &first.ports[0]), 9090);
-        assert_eq!(second.endpoint_port(&second.instances[0], &second.ports[0]), 8080);
-        assert_eq!(first.endpoint_port(&first.instances[0], &first.ports[0]), 8080);
+        assert_eq!(first.endpoints[0][1].port, 9090);
+        assert_eq!(second.endpoints[0][0].port, 8080);
+        assert_eq!(first.endpoints[0][0].port, 8080);
         // Another namespace is another service.
         assert_eq!(addrs(&r.services[0]), vec!["10.0.0.3"]);
         assert_eq!(&*r.lookup("a.com", "default").map(|s| s.origin.clone()).unwrap(), "ServiceEntry other/elsewhere");

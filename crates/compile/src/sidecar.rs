@@ -417,7 +417,7 @@ mod tests {
             visibility: Visibility::Public,
             kubernetes_style: false,
             subject_alt_names: vec![],
-            instances: Arc::from(Vec::new()),
+            endpoints: Box::default(),
         }
     }
 

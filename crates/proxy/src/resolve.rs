@@ -206,7 +206,7 @@ pub fn dns_names(snapshot: &Snapshot) -> BTreeSet<Str> {
         .filter(|c| matches!(c.discovery, Discovery::StrictDns | Discovery::LogicalDns))
         .flat_map(|c| c.endpoints.iter())
         .filter(|e| is_name(&e.address))
-        .map(|e| e.address.clone())
+        .map(|e| Str::from(e.address.as_str()))
         .collect()
 }
 
@@ -219,12 +219,12 @@ pub(crate) fn expand(c: &weir_compile::model::Cluster, resolved: &Resolved) -> O
         Discovery::LogicalDns => true,
         _ => return None,
     };
-    if !c.endpoints.iter().any(|e| resolved.contains_key(&e.address)) {
+    if !c.endpoints.iter().any(|e| resolved.contains_key(e.address.as_str())) {
         return None;
     }
     let mut out = Vec::with_capacity(c.endpoints.len());
     for e in c.endpoints.iter() {
-        match resolved.get(&e.address) {
+        match resolved.get(e.address.as_str()) {
             Some(addrs) => {
                 let take = if logical { 1 } else { addrs.len() };
                 for a in addrs.iter().take(take) {

@@ -221,7 +221,7 @@ fn webhook(meta: &ObjectMeta, se: &ServiceEntry, p: &P, r: &mut Report) {
                         format!("endpoint address {} is not a valid FQDN or an IP address", gofmt::quote(&ep.address)),
                     );
                 }
-                common::labels(&ep.labels, &ep_path.f("labels"), r);
+                common::labels(ep.labels(), &ep_path.f("labels"), r);
                 workload_entry::endpoint_ports(ep, Some(&port_names), &ep_path, r);
             }
             if !se.addresses.is_empty()

@@ -35,11 +35,11 @@ pub(super) fn entry(
     let addr = &*we.address;
     let addr_path = p.f("address");
     if addr.is_empty() {
-        if we.network.is_empty() {
+        if we.network().is_empty() {
             r.error(&addr_path, "address is required");
             return;
         }
-        r.warn(&addr_path, format!("address is unset with network {}", gofmt::quote(&we.network)));
+        r.warn(&addr_path, format!("address is unset with network {}", gofmt::quote(we.network())));
     }
 
     let unix = addr.starts_with(UNIX_ADDRESS_PREFIX);
@@ -60,7 +60,7 @@ pub(super) fn entry(
     }
 
     endpoint_ports(we, service_ports, p, r);
-    common::labels(&we.labels, &p.f("labels"), r);
+    common::labels(we.labels(), &p.f("labels"), r);
     if unix && service_ports.is_some_and(|s| s.len() != 1) {
         r.error(p, "exactly 1 service port required for unix endpoints");
     }
@@ -82,7 +82,7 @@ pub(super) fn endpoint_ports(we: &WorkloadEntry, service_ports: Option<&BTreeSet
 /// The CRD schema of a WorkloadEntry (`is_template` for a WorkloadGroup
 /// template, which need not carry an address). Also used for ServiceEntry endpoints.
 pub(super) fn crd_entry(we: &WorkloadEntry, p: &P, r: &mut Report, is_template: bool) {
-    if !is_template && we.address.is_empty() && we.network.is_empty() {
+    if !is_template && we.address.is_empty() && we.network().is_empty() {
         schema::cel(r, p, "object", "Address is required");
     }
     let unix = we.address.starts_with(UNIX_ADDRESS_PREFIX);
@@ -101,10 +101,10 @@ pub(super) fn crd_entry(we: &WorkloadEntry, p: &P, r: &mut Report, is_template: 
         }
     }
 
-    schema::max_properties(r, &p.f("labels"), we.labels.len(), 256);
-    schema::max_length(r, &p.f("locality"), &we.locality, 2048);
-    schema::max_length(r, &p.f("network"), &we.network, 2048);
-    schema::max_length(r, &p.f("serviceAccount"), &we.service_account, 253);
+    schema::max_properties(r, &p.f("labels"), we.labels().len(), 256);
+    schema::max_length(r, &p.f("locality"), we.locality(), 2048);
+    schema::max_length(r, &p.f("network"), we.network(), 2048);
+    schema::max_length(r, &p.f("serviceAccount"), we.service_account(), 253);
 
     let ports = p.f("ports");
     schema::max_properties(r, &ports, we.ports.len(), 128);
@@ -253,11 +253,10 @@ mod tests {
     use crate::validate::Severity;
 
     fn we(addr: &str, ports: &[(&str, u32)]) -> WorkloadEntry {
-        WorkloadEntry {
-            address: addr.into(),
-            ports: ports.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-            ..Default::default()
-        }
+        let mut w = WorkloadEntry::default();
+        w.address = addr.into();
+        w.ports = ports.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        w
     }
 
     fn run_entry(w: &WorkloadEntry) -> Report {
@@ -296,7 +295,9 @@ mod tests {
         let r = run_entry(&WorkloadEntry::default());
         assert!(err(&r, "address is required"));
         assert!(err(&r, "spec: Invalid value: \"object\": Address is required"));
-        let r = run_entry(&WorkloadEntry { network: "network-2".into(), ..Default::default() });
+        let mut w = WorkloadEntry::default();
+        w.more_mut().network = "network-2".into();
+        let r = run_entry(&w);
         assert!(!r.has_errors(), "{:?}", r.findings);
         assert!(has(&r, Severity::Warning, "address is unset with network \"network-2\""));
     }
@@ -322,10 +323,10 @@ mod tests {
         assert!(err(&r, "spec.ports: Invalid value"));
         assert!(err(&r, "invalid port name: @"));
         let mut w = we("1.1.1.1", &[]);
-        w.labels.insert("bad key".into(), "v".into());
+        w.more_mut().labels.insert("bad key".into(), "v".into());
         assert!(err(&run_entry(&w), "invalid tag key"));
-        w.labels.clear();
-        w.service_account = "a".repeat(254).into();
+        w.more_mut().labels.clear();
+        w.more_mut().service_account = "a".repeat(254);
         assert!(err(&run_entry(&w), "spec.serviceAccount: Too long"));
     }
 
