@@ -108,6 +108,55 @@ impl ConfigStore {
         sort(&mut self.workload_groups);
     }
 
+    /// The objects of `stores` (each sorted, as [`ConfigStore::new`] leaves it) in one sorted
+    /// store; among equal keys, earlier stores' objects first.
+    ///
+    /// A reload assembles its store from the cached stores of every file. Sorting the
+    /// concatenation compared most objects again (each comparison reading three strings of
+    /// objects spread over the heap: 7–10 ms for 10,000 objects); lists that follow each other
+    /// are appended after one comparison, and a few objects that do not are inserted by binary
+    /// search. Only when many objects are out of place is the concatenation sorted.
+    pub fn merged<'a>(stores: impl Iterator<Item = &'a ConfigStore> + Clone) -> ConfigStore {
+        fn merge<'a, T: 'a>(lists: impl Iterator<Item = &'a [Arc<Cfg<T>>]> + Clone) -> Vec<Arc<Cfg<T>>> {
+            /// Objects inserted one by one before sorting the rest is cheaper.
+            const MAX_INSERTED: usize = 64;
+            let mut out: Vec<Arc<Cfg<T>>> = Vec::with_capacity(lists.clone().map(<[_]>::len).sum());
+            let mut inserted = 0;
+            let mut sorted = true;
+            for list in lists {
+                let (Some(first), Some(last)) = (list.first(), out.last()) else {
+                    out.extend(list.iter().cloned());
+                    continue;
+                };
+                if !sorted || last.order_key() <= first.order_key() {
+                    out.extend(list.iter().cloned());
+                } else if inserted + list.len() <= MAX_INSERTED {
+                    inserted += list.len();
+                    for o in list {
+                        let at = out.partition_point(|x| x.order_key() <= o.order_key());
+                        out.insert(at, o.clone());
+                    }
+                } else {
+                    sorted = false;
+                    out.extend(list.iter().cloned());
+                }
+            }
+            if !sorted {
+                out.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+            }
+            out
+        }
+        ConfigStore {
+            virtual_services: merge(stores.clone().map(|s| &s.virtual_services[..])),
+            destination_rules: merge(stores.clone().map(|s| &s.destination_rules[..])),
+            gateways: merge(stores.clone().map(|s| &s.gateways[..])),
+            service_entries: merge(stores.clone().map(|s| &s.service_entries[..])),
+            sidecars: merge(stores.clone().map(|s| &s.sidecars[..])),
+            workload_entries: merge(stores.clone().map(|s| &s.workload_entries[..])),
+            workload_groups: merge(stores.map(|s| &s.workload_groups[..])),
+        }
+    }
+
     /// Loads, validates and stores: objects with validation errors are left
     /// out (as the Kubernetes API server would refuse them).
     pub fn from_loaded(loaded: &weir_api::Loaded) -> ConfigStore {
@@ -121,4 +170,55 @@ pub(crate) fn from_yaml(yaml: &str, file: &str) -> ConfigStore {
     let loaded = weir_api::load_str(yaml, file, &weir_api::LoadOptions::default());
     assert!(loaded.errors.is_empty() && loaded.problems.is_empty(), "{:?} {:?}", loaded.errors, loaded.problems);
     ConfigStore::new(loaded.objects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store of VirtualServices named `(created, name, file index)`, sorted as `new` leaves it.
+    fn file(objects: &[(&str, &str)], index: u32) -> ConfigStore {
+        let mut s = ConfigStore::default();
+        for (created, name) in objects {
+            s.virtual_services.push(Arc::new(Cfg {
+                name: Str::from(*name),
+                namespace: Str::from("ns"),
+                labels: BTreeMap::new(),
+                created: (!created.is_empty()).then(|| created.to_string()),
+                spec: VirtualService::default(),
+                origin: Origin { line: index, ..Origin::default() },
+            }));
+        }
+        s.sort();
+        s
+    }
+
+    fn order(s: &ConfigStore) -> Vec<(String, u32)> {
+        s.virtual_services.iter().map(|v| (v.name.to_string(), v.origin.line)).collect()
+    }
+
+    /// `merged` equals sorting the concatenation (stable: earlier files first among equals).
+    fn check(files: &[ConfigStore]) {
+        let mut all = ConfigStore::default();
+        for f in files {
+            all.virtual_services.extend(f.virtual_services.iter().cloned());
+        }
+        all.sort();
+        assert_eq!(order(&ConfigStore::merged(files.iter())), order(&all));
+    }
+
+    #[test]
+    fn merged_equals_a_stable_sort_of_the_files() {
+        let many: Vec<String> = (0..200).map(|i| format!("svc-{i}")).collect();
+        let many: Vec<(&str, &str)> = many.iter().map(|n| ("", n.as_str())).collect();
+        // Appended in order; one edited object among many (inserted); equal keys in two files.
+        check(&[file(&[("", "a"), ("", "b")], 1), file(&[("", "c")], 2)]);
+        check(&[file(&many, 1), file(&[("", "svc-150")], 2), file(&[("", "aaa"), ("", "zzz")], 3)]);
+        check(&[file(&[("", "x"), ("", "y")], 1), file(&[("", "x")], 2), file(&[("", "x")], 3)]);
+        // Creation time first; many objects out of place (sorted at the end).
+        check(&[file(&[("2024-01-02", "a"), ("", "z")], 1), file(&[("2024-01-01", "b")], 2)]);
+        let files: Vec<ConfigStore> = many.iter().rev().enumerate().map(|(i, o)| file(&[*o], i as u32)).collect();
+        check(&files);
+        check(&[]);
+    }
 }

@@ -273,21 +273,7 @@ fn load_stamped(
         return Err(errors);
     }
     let objects = in_order().map(|f| f.objects).sum();
-    let mut store = ConfigStore::default();
-    let count = |f: fn(&ConfigStore) -> usize| in_order().map(|c| f(&c.store)).sum::<usize>();
-    store.virtual_services.reserve(count(|s| s.virtual_services.len()));
-    store.service_entries.reserve(count(|s| s.service_entries.len()));
-    for f in in_order() {
-        let s = &f.store;
-        store.virtual_services.extend(s.virtual_services.iter().cloned());
-        store.destination_rules.extend(s.destination_rules.iter().cloned());
-        store.gateways.extend(s.gateways.iter().cloned());
-        store.service_entries.extend(s.service_entries.iter().cloned());
-        store.sidecars.extend(s.sidecars.iter().cloned());
-        store.workload_entries.extend(s.workload_entries.iter().cloned());
-        store.workload_groups.extend(s.workload_groups.iter().cloned());
-    }
-    store.sort();
+    let store = ConfigStore::merged(in_order().map(|f| &f.store));
     let others: Vec<weir_api::types::OtherObject> = in_order().flat_map(|f| f.others.iter().cloned()).collect();
     let t_store = t0.elapsed();
     let mut t_registry = Duration::ZERO;
