@@ -240,6 +240,10 @@ pub(crate) struct Ops {
 impl Ops {
     pub fn compile(ops: &HeaderOps) -> Ops {
         let mut out = Ops::default();
+        // At their final size: one pushed operation would leave room for four.
+        out.remove.reserve_exact(ops.remove.len());
+        out.set.reserve_exact(ops.set.len());
+        out.add.reserve_exact(ops.add.len());
         let name = |n: &str| -> Option<HeaderName> { HeaderName::from_bytes(n.trim().as_bytes()).ok() };
         let is_authority = |n: &str| n.eq_ignore_ascii_case(":authority") || n.eq_ignore_ascii_case("host");
         for n in &ops.remove {
@@ -416,6 +420,8 @@ mod tests {
         };
         let c = Ops::compile(&ops);
         assert!(c.authority.is_some());
+        // Kept per route in the runtime: no room for more than was compiled (:authority aside).
+        assert_eq!((c.set.len(), c.set.capacity(), c.add.capacity(), c.remove.capacity()), (1, 2, 2, 1));
         let mut h = HeaderMap::new();
         h.insert("x-gone", "1".parse().unwrap());
         h.insert("x-set", "old".parse().unwrap());
