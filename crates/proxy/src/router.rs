@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,8 +18,8 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 use regex::Regex;
 use weir_compile::model::{
-    Fault, PathMatch, Redirect, RedirectPort, Rewrite, Route, RouteAction, RouteMatch, RouteTable, Str, StringMatcher,
-    VirtualHost,
+    Fault, PathMatch, Redirect, RedirectPort, Rewrite, Route, RouteAction, RouteMatch, RouteTable, Snapshot, Str,
+    StringMatcher, VirtualHost,
 };
 
 use crate::filters::{cors, retry};
@@ -492,12 +492,26 @@ impl CompiledVhost {
     }
 }
 
-/// A route table with its domain index.
+/// Where a table's virtual hosts are described: in the snapshot (shared), or in a table the
+/// runtime made itself.
+#[derive(Debug)]
+enum Model {
+    Snapshot(Arc<Snapshot>, usize),
+    Own(RouteTable),
+}
+
+/// A route table with its domain index. A virtual host's routes are compiled when a request
+/// first selects it: a gateway with thousands of virtual hosts builds (and, at the next reload,
+/// frees) only the ones that get traffic.
 #[derive(Debug)]
 pub(crate) struct Table {
     pub name: Str,
-    pub vhosts: Vec<CompiledVhost>,
-    exact: HashMap<Box<str>, usize>,
+    model: Model,
+    clusters: Arc<Clusters>,
+    /// One per virtual host of the model, in its order.
+    vhosts: Box<[OnceLock<CompiledVhost>]>,
+    /// Lower-case domain -> virtual host (the snapshot's string when it is lower-case already).
+    exact: HashMap<Str, usize>,
     /// `*suffix` domains (suffix without `*`), longest first.
     suffix: Vec<(Box<str>, usize)>,
     /// `prefix*` domains, longest first.
@@ -506,30 +520,62 @@ pub(crate) struct Table {
 }
 
 impl Table {
-    pub fn compile(t: &RouteTable, clusters: &Arc<Clusters>) -> Table {
-        let vhosts: Vec<CompiledVhost> = t.virtual_hosts.iter().map(|v| CompiledVhost::compile(v, clusters)).collect();
-        let mut exact = HashMap::new();
+    /// The table `snapshot.route_tables[index]`.
+    pub fn compile(snapshot: &Arc<Snapshot>, index: usize, clusters: &Arc<Clusters>) -> Table {
+        Table::new(Model::Snapshot(snapshot.clone(), index), clusters)
+    }
+
+    /// A table the runtime made (not in the snapshot).
+    pub fn own(t: RouteTable, clusters: &Arc<Clusters>) -> Table {
+        Table::new(Model::Own(t), clusters)
+    }
+
+    fn new(model: Model, clusters: &Arc<Clusters>) -> Table {
+        let t = match &model {
+            Model::Snapshot(s, i) => &s.route_tables[*i],
+            Model::Own(t) => t,
+        };
+        let mut exact = HashMap::with_capacity(t.virtual_hosts.iter().map(|v| v.domains.len()).sum());
         let mut suffix: Vec<(Box<str>, usize)> = Vec::new();
         let mut prefix: Vec<(Box<str>, usize)> = Vec::new();
         let mut any = None;
         for (i, vh) in t.virtual_hosts.iter().enumerate() {
             for d in &vh.domains {
-                let d = d.to_ascii_lowercase();
-                if d == "*" {
+                if &**d == "*" {
                     any = any.or(Some(i));
                 } else if let Some(s) = d.strip_prefix('*') {
-                    suffix.push((Box::from(s), i));
+                    suffix.push((Box::from(s.to_ascii_lowercase()), i));
                 } else if let Some(p) = d.strip_suffix('*') {
-                    prefix.push((Box::from(p), i));
+                    prefix.push((Box::from(p.to_ascii_lowercase()), i));
                 } else {
-                    exact.entry(d.into_boxed_str()).or_insert(i);
+                    let d = if d.bytes().any(|b| b.is_ascii_uppercase()) {
+                        Str::from(d.to_ascii_lowercase())
+                    } else {
+                        d.clone()
+                    };
+                    exact.entry(d).or_insert(i);
                 }
             }
         }
         // Stable sorts keep the first virtual host among equally long wildcards.
         suffix.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
         prefix.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
-        Table { name: t.name.clone(), vhosts, exact, suffix, prefix, any }
+        let vhosts = t.virtual_hosts.iter().map(|_| OnceLock::new()).collect();
+        let name = t.name.clone();
+        Table { name, model, clusters: clusters.clone(), vhosts, exact, suffix, prefix, any }
+    }
+
+    /// Virtual hosts compiled so far.
+    #[cfg(test)]
+    fn compiled(&self) -> usize {
+        self.vhosts.iter().filter(|v| v.get().is_some()).count()
+    }
+
+    fn model(&self) -> &RouteTable {
+        match &self.model {
+            Model::Snapshot(s, i) => &s.route_tables[*i],
+            Model::Own(t) => t,
+        }
     }
 
     /// Envoy's virtual host selection (port ignored): exact, longest `*suffix`, longest `prefix*`, `*`.
@@ -549,7 +595,8 @@ impl Table {
                 self.prefix.iter().find(|(p, _)| host.len() > p.len() && host.starts_with(&**p)).map(|(_, i)| *i)
             })
             .or(self.any)?;
-        self.vhosts.get(i)
+        let model = self.model().virtual_hosts.get(i)?;
+        Some(self.vhosts.get(i)?.get_or_init(|| CompiledVhost::compile(model, &self.clusters)))
     }
 }
 
@@ -602,7 +649,12 @@ mod tests {
                 vh("v6", &["[::1]"]),
             ],
         };
-        let c = Table::compile(&t, &Arc::default());
+        let c = Table::own(t.clone(), &Arc::default());
+        assert_eq!(c.compiled(), 0, "virtual hosts are compiled on first use");
+        assert_eq!(c.select("www.example.com").map(|v| &*v.name), Some("exact"));
+        assert_eq!(c.compiled(), 1);
+        assert!(std::ptr::eq(c.select("10.0.0.1").unwrap(), c.select("www.example.com").unwrap()), "compiled once");
+        assert_eq!(c.compiled(), 1);
         for host in [
             "www.example.com:8080",
             "WWW.Example.com",

@@ -215,7 +215,8 @@ impl Runtime {
             let eager = old.is_some() || c.policy.tls.is_some() || c.policy.load_balancer.warmup.is_some();
             eager.then(|| ctx.build(c, old))
         }));
-        let tables: Vec<Table> = snapshot.route_tables.iter().map(|t| Table::compile(t, &clusters)).collect();
+        let tables: Vec<Table> =
+            (0..snapshot.route_tables.len()).map(|i| Table::compile(&snapshot, i, &clusters)).collect();
         let table_index = tables.iter().enumerate().map(|(i, t)| (t.name.clone(), i)).collect();
 
         let mut listeners: HashMap<Str, Vec<RtListener>> = HashMap::new();
@@ -249,7 +250,7 @@ impl Runtime {
                 needs_peek,
             });
         }
-        let proxy_fallback = Table::compile(&fallback_table(&snapshot), &clusters);
+        let proxy_fallback = Table::own(fallback_table(&snapshot), &clusters);
         // Counters only for the clusters TCP proxying can reach (those of TCP routes, or all of them
         // behind AUTO_PASSTHROUGH; most configs have none), kept while a cluster of that name exists
         // (a connection accepted before this reload may still look its cluster up here).
