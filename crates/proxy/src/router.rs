@@ -595,8 +595,12 @@ impl Table {
                 self.prefix.iter().find(|(p, _)| host.len() > p.len() && host.starts_with(&**p)).map(|(_, i)| *i)
             })
             .or(self.any)?;
+        let cell = self.vhosts.get(i)?;
+        if let Some(compiled) = cell.get() {
+            return Some(compiled);
+        }
         let model = self.model().virtual_hosts.get(i)?;
-        Some(self.vhosts.get(i)?.get_or_init(|| CompiledVhost::compile(model, &self.clusters)))
+        Some(cell.get_or_init(|| CompiledVhost::compile(model, &self.clusters)))
     }
 }
 
