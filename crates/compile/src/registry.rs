@@ -258,10 +258,7 @@ fn convert_service_entry(
         None => spec.endpoints.iter().filter_map(|we| workload_instance(we, None, namespace, &ports, mesh)).collect(),
     };
     // Endpoints usually name the same ports: one map for all of them.
-    for i in 1..shared.len() {
-        let (done, rest) = shared.split_at_mut(i);
-        rest[0].ports.share(&done[i - 1].ports);
-    }
+    SortedMap::share_consecutive(&mut shared, |i| &mut i.ports);
     // DNS without endpoints: the host itself is resolved.
     let host_is_endpoint = spec.endpoints.is_empty() && spec.workload_selector.is_none() && dns;
     let svc_suffix = format!(".svc.{domain}");

@@ -38,10 +38,7 @@ pub struct ServiceEntry {
 /// do: one small allocation per ServiceEntry instead of one per endpoint).
 fn endpoints_sharing_ports<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<WorkloadEntry>, D::Error> {
     let mut endpoints = Vec::<WorkloadEntry>::deserialize(d)?;
-    for i in 1..endpoints.len() {
-        let (done, rest) = endpoints.split_at_mut(i);
-        rest[0].ports.share(&done[i - 1].ports);
-    }
+    super::sorted_map::SortedMap::share_consecutive(&mut endpoints, |e| &mut e.ports);
     Ok(endpoints)
 }
 

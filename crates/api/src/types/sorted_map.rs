@@ -71,6 +71,18 @@ impl<K: Ord, V> SortedMap<K, V> {
             self.0 = other.0.clone();
         }
     }
+
+    /// Makes the maps (`map` of each of `items`) that equal the previous item's share its
+    /// allocation: lists of endpoints usually name the same ports.
+    pub fn share_consecutive<T>(items: &mut [T], map: impl Fn(&mut T) -> &mut SortedMap<K, V>)
+    where
+        V: PartialEq,
+    {
+        for i in 1..items.len() {
+            let (done, rest) = items.split_at_mut(i);
+            map(&mut rest[0]).share(map(&mut done[i - 1]));
+        }
+    }
 }
 
 impl<K, V> SortedMap<K, V> {
@@ -149,5 +161,15 @@ mod tests {
         let mut other: SortedMap<String, u32> = m.iter().map(|(k, v)| (k.clone(), *v)).collect();
         other.share(&m);
         assert!(Arc::ptr_eq(&other.0, &m.0) && other == m);
+    }
+
+    #[test]
+    fn consecutive_equal_maps_share_one_allocation() {
+        let map = |v: u32| -> SortedMap<String, u32> { [("http".to_string(), v)].into_iter().collect() };
+        let mut items = vec![map(1), map(1), map(2), map(2), map(1)];
+        SortedMap::share_consecutive(&mut items, |m| m);
+        assert!(Arc::ptr_eq(&items[0].0, &items[1].0) && Arc::ptr_eq(&items[2].0, &items[3].0));
+        assert!(!Arc::ptr_eq(&items[1].0, &items[2].0) && !Arc::ptr_eq(&items[3].0, &items[4].0));
+        assert_eq!(items.iter().map(|m| m.get("http").copied()).collect::<Vec<_>>(), [1, 1, 2, 2, 1].map(Some));
     }
 }
