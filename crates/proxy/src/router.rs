@@ -500,6 +500,15 @@ enum Model {
     Own(RouteTable),
 }
 
+impl Model {
+    fn table(&self) -> &RouteTable {
+        match self {
+            Model::Snapshot(s, i) => &s.route_tables[*i],
+            Model::Own(t) => t,
+        }
+    }
+}
+
 /// A route table with its domain index. A virtual host's routes are compiled when a request
 /// first selects it: a gateway with thousands of virtual hosts builds (and, at the next reload,
 /// frees) only the ones that get traffic.
@@ -531,10 +540,7 @@ impl Table {
     }
 
     fn new(model: Model, clusters: &Arc<Clusters>) -> Table {
-        let t = match &model {
-            Model::Snapshot(s, i) => &s.route_tables[*i],
-            Model::Own(t) => t,
-        };
+        let t = model.table();
         let mut exact = HashMap::with_capacity(t.virtual_hosts.iter().map(|v| v.domains.len()).sum());
         let mut suffix: Vec<(Box<str>, usize)> = Vec::new();
         let mut prefix: Vec<(Box<str>, usize)> = Vec::new();
@@ -571,13 +577,6 @@ impl Table {
         self.vhosts.iter().filter(|v| v.get().is_some()).count()
     }
 
-    fn model(&self) -> &RouteTable {
-        match &self.model {
-            Model::Snapshot(s, i) => &s.route_tables[*i],
-            Model::Own(t) => t,
-        }
-    }
-
     /// Envoy's virtual host selection (port ignored): exact, longest `*suffix`, longest `prefix*`, `*`.
     pub fn select(&self, authority: &str) -> Option<&CompiledVhost> {
         let (host, _) = split_host_port(authority);
@@ -599,7 +598,7 @@ impl Table {
         if let Some(compiled) = cell.get() {
             return Some(compiled);
         }
-        let model = self.model().virtual_hosts.get(i)?;
+        let model = self.model.table().virtual_hosts.get(i)?;
         Some(cell.get_or_init(|| CompiledVhost::compile(model, &self.clusters)))
     }
 }
