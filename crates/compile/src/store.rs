@@ -96,9 +96,6 @@ impl ConfigStore {
     /// Sorts every list in Istio's processing order (creation time, name, namespace);
     /// for stores assembled from others' lists.
     pub fn sort(&mut self) {
-        fn sort<T>(v: &mut [Arc<Cfg<T>>]) {
-            v.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
-        }
         sort(&mut self.virtual_services);
         sort(&mut self.destination_rules);
         sort(&mut self.gateways);
@@ -142,7 +139,7 @@ impl ConfigStore {
                 }
             }
             if !sorted {
-                out.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+                sort(&mut out);
             }
             out
         }
@@ -162,6 +159,11 @@ impl ConfigStore {
     pub fn from_loaded(loaded: &weir_api::Loaded) -> ConfigStore {
         ConfigStore::new(loaded.objects.iter().filter(|o| !weir_api::validate(o).has_errors()).cloned())
     }
+}
+
+/// Sorts `v` in Istio's processing order (stable: equal keys keep their order).
+fn sort<T>(v: &mut [Arc<Cfg<T>>]) {
+    v.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
 }
 
 /// Test helper: a store from YAML that must load cleanly; `file` names it in origins.
