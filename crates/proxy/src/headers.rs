@@ -338,9 +338,32 @@ pub fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("00000000-0000-4000-8000-000000000000"))
 }
 
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// Whether `name` is a connection-specific header (RFC 9110 §7.6.1; `proxy-connection` and
+/// `http2-settings` as Envoy removes them too).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+    name == CONNECTION
+        || name == TRANSFER_ENCODING
+        || name == UPGRADE
+        || name == TE
+        || name == KEEP_ALIVE
+        || name == PROXY_CONNECTION
+        || name == HTTP2_SETTINGS
+}
+
 /// Removes connection-specific headers (RFC 9110 §7.6.1) before a message is forwarded.
+///
+/// One pass over the names decides whether there is anything to do: most messages carry no
+/// such header, or only `Connection`, and each lookup by name hashes it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
     use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let mut listed = headers.get_all(CONNECTION).iter();
     if let (Some(_), None) = (listed.next(), listed.next()) {
         // One `Connection` value (the usual case): remove what it names without allocating.
@@ -368,11 +391,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
         }
         headers.remove(CONNECTION);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
-    headers.remove(TRANSFER_ENCODING);
-    headers.remove(UPGRADE);
-    headers.remove("http2-settings");
+    // `Connection: keep-alive` alone (what most HTTP/1.1 servers send) leaves nothing more.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
+    for name in [KEEP_ALIVE, PROXY_CONNECTION, TRANSFER_ENCODING, UPGRADE, HTTP2_SETTINGS] {
+        headers.remove(name);
+    }
     if headers.get(TE).is_some_and(|v| !(keep_te_trailers && v.as_bytes().eq_ignore_ascii_case(b"trailers"))) {
         headers.remove(TE);
     }
@@ -456,5 +481,18 @@ mod tests {
         assert_eq!(h.len(), 2, "{h:?}");
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1);
+
+        // Without `Connection`: every connection-specific header still goes.
+        let mut h = HeaderMap::new();
+        for name in ["keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "http2-settings", "te"] {
+            h.insert(name, "x".parse().unwrap());
+        }
+        h.insert("x-keep", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["x-keep"], "te other than trailers goes too");
+        // Nothing to strip: the map is left as it was.
+        let before = h.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, before);
     }
 }
