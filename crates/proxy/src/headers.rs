@@ -357,43 +357,41 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 
 /// Removes connection-specific headers (RFC 9110 §7.6.1) before a message is forwarded.
 ///
-/// One pass over the names decides whether there is anything to do: most messages carry no
-/// such header, or only `Connection`, and each lookup by name hashes it.
+/// One pass over the names decides what there is to do: most messages carry no such header,
+/// or only `Connection: keep-alive` (what most HTTP/1.1 servers send), and every lookup by name
+/// hashes the name.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
-    use http::header::{CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
-    if !headers.keys().any(is_hop_by_hop) {
+    use http::header::{CONNECTION, Entry, TE, TRANSFER_ENCODING, UPGRADE};
+    let (mut found, mut keep_alive_header) = (false, false);
+    for name in headers.keys() {
+        if is_hop_by_hop(name) {
+            found = true;
+            keep_alive_header |= name == KEEP_ALIVE;
+        }
+    }
+    if !found {
         return;
     }
-    let mut listed = headers.get_all(CONNECTION).iter();
-    if let (Some(_), None) = (listed.next(), listed.next()) {
-        // One `Connection` value (the usual case): remove what it names without allocating.
-        if let Some(v) = headers.remove(CONNECTION)
-            && let Ok(list) = v.to_str()
-        {
+    if let Entry::Occupied(e) = headers.entry(CONNECTION) {
+        // `Connection` and every header it names go; `close` and `keep-alive` name no header
+        // unless one by that name is present.
+        let (_, mut values) = e.remove_entry_mult();
+        let first = values.next();
+        let rest: Vec<HeaderValue> = values.collect();
+        for list in first.iter().chain(&rest).filter_map(|v| v.to_str().ok()) {
             for name in list.split(',').map(str::trim) {
-                let keep = name.is_empty() || (keep_te_trailers && name.eq_ignore_ascii_case("te"));
+                let keep = name.is_empty()
+                    || name.eq_ignore_ascii_case("close")
+                    || (!keep_alive_header && name.eq_ignore_ascii_case("keep-alive"))
+                    || (keep_te_trailers && name.eq_ignore_ascii_case("te"));
                 if !keep {
                     headers.remove(name);
                 }
             }
         }
-    } else if headers.contains_key(CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|list| list.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .filter(|h| !(keep_te_trailers && h == TE))
-            .collect();
-        for h in named {
-            headers.remove(h);
+        if !headers.keys().any(is_hop_by_hop) {
+            return;
         }
-        headers.remove(CONNECTION);
-    }
-    // `Connection: keep-alive` alone (what most HTTP/1.1 servers send) leaves nothing more.
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
     }
     for name in [KEEP_ALIVE, PROXY_CONNECTION, TRANSFER_ENCODING, UPGRADE, HTTP2_SETTINGS] {
         headers.remove(name);
@@ -490,6 +488,17 @@ mod tests {
         h.insert("x-keep", "1".parse().unwrap());
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h.keys().collect::<Vec<_>>(), ["x-keep"], "te other than trailers goes too");
+        // Several Connection values, mixed case; `close` names nothing.
+        let mut h = HeaderMap::new();
+        h.append("connection", "close, X-One".parse().unwrap());
+        h.append("connection", "x-two".parse().unwrap());
+        for name in ["x-one", "x-two", "close", "x-keep"] {
+            h.insert(name, "1".parse().unwrap());
+        }
+        strip_hop_by_hop(&mut h, false);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["close", "x-keep"]);
         // Nothing to strip: the map is left as it was.
         let before = h.clone();
         strip_hop_by_hop(&mut h, false);

@@ -13,6 +13,9 @@ use http::{Response, StatusCode};
 use crate::body::RespBody;
 
 /// `x-weir-reason: <FLAGS> <object or cluster>` on local replies (when enabled for the listener role).
+/// gRPC's status field (response headers of a trailers-only response, or trailers).
+pub const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+
 pub const REASON_HEADER: &str = "x-weir-reason";
 /// On circuit-breaker (`UO`) local replies, as Envoy sends it.
 pub const OVERLOADED_HEADER: &str = "x-envoy-overloaded";
@@ -188,7 +191,7 @@ impl LocalReply {
         let mut resp = Response::new(RespBody::empty());
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-        h.insert("grpc-status", HeaderValue::from_static(grpc_status_for_http(self.status.as_u16())));
+        h.insert(GRPC_STATUS, HeaderValue::from_static(grpc_status_for_http(self.status.as_u16())));
         if !self.body.is_empty() {
             let mut msg = String::with_capacity(self.body.len());
             for &b in self.body.iter() {
@@ -241,7 +244,7 @@ pub fn grpc_abort(code: u32, reason: Option<&str>) -> Response<RespBody> {
     let mut resp = Response::new(RespBody::empty());
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
-    h.insert("grpc-status", HeaderValue::from(code));
+    h.insert(GRPC_STATUS, HeaderValue::from(code));
     h.insert("grpc-message", HeaderValue::from_static(FAULT_ABORT));
     if let Some(subject) = reason {
         h.insert(REASON_HEADER, reason_value("FI", subject));

@@ -60,7 +60,8 @@ impl Observed {
     /// The status of a response, with a trailers-only gRPC response's `grpc-status` mapped to HTTP.
     pub fn response(status: u16, headers: &http::HeaderMap) -> Observed {
         if status == 200
-            && let Some(code) = headers.get("grpc-status").and_then(|v| v.to_str().ok()?.parse::<u32>().ok())
+            && let Some(code) =
+                headers.get(crate::local_reply::GRPC_STATUS).and_then(|v| v.to_str().ok()?.parse::<u32>().ok())
         {
             return Observed::Response(grpc_to_http(code));
         }

@@ -78,7 +78,7 @@ impl Exchange {
         let flags = x.flags.with(flags);
         let duration = x.start.elapsed();
         let request_bytes = x.request_body.as_ref().map_or(0, |b| b.bytes_read());
-        let grpc_status = trailers.and_then(|t| t.get("grpc-status")).or(x.grpc_status.as_ref());
+        let grpc_status = trailers.and_then(|t| t.get(crate::local_reply::GRPC_STATUS)).or(x.grpc_status.as_ref());
         let flags_text = flags.text();
         let state = &x.conn.state;
         let (service, name, namespace, version) = match &x.cluster {

@@ -116,18 +116,28 @@ fn start(conn: Arc<Conn>, req: Request<Incoming>) -> (Box<Pipeline>, Incoming) {
     let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     let grpc = parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
 
-    if !parts.headers.contains_key(REQUEST_ID) {
-        parts.headers.insert(REQUEST_ID, headers::new_request_id());
-    }
+    // Each header is looked up once: the values the record keeps are taken as they are set.
+    let request_id = match parts.headers.get(REQUEST_ID) {
+        Some(id) => id.clone(),
+        None => {
+            let id = headers::new_request_id();
+            parts.headers.insert(REQUEST_ID, id.clone());
+            id
+        }
+    };
     let gateway = conn.role == ListenerRole::Gateway;
     // From the downstream connection, as Envoy sets it.
     let proto = HeaderValue::from_static(conn.scheme());
-    if gateway {
-        append_forwarded_for(&mut parts.headers, conn.peer);
+    let forwarded_for = if gateway {
+        let xff = append_forwarded_for(&mut parts.headers, conn.peer);
         parts.headers.insert(X_FORWARDED_PROTO, proto);
-    } else if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
-        parts.headers.insert(X_FORWARDED_PROTO, proto);
-    }
+        xff
+    } else {
+        if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
+            parts.headers.insert(X_FORWARDED_PROTO, proto);
+        }
+        parts.headers.get(&X_FORWARDED_FOR).cloned()
+    };
 
     let x = Box::new(Exchange {
         conn: conn.clone(),
@@ -137,8 +147,8 @@ fn start(conn: Arc<Conn>, req: Request<Incoming>) -> (Box<Pipeline>, Incoming) {
         path: path.clone(),
         version: parts.version,
         authority: authority.clone(),
-        request_id: parts.headers.get(REQUEST_ID).cloned(),
-        forwarded_for: parts.headers.get(&X_FORWARDED_FOR).cloned(),
+        request_id: Some(request_id),
+        forwarded_for,
         user_agent: parts.headers.get(header::USER_AGENT).cloned(),
         grpc,
         status: 0,
@@ -156,7 +166,8 @@ fn start(conn: Arc<Conn>, req: Request<Incoming>) -> (Box<Pipeline>, Incoming) {
     (Box::new(Pipeline { conn, x, parts, authority, path, upgrade }), body)
 }
 
-fn append_forwarded_for(h: &mut HeaderMap, peer: SocketAddr) {
+/// Appends the peer to `x-forwarded-for`; returns the header's new value.
+fn append_forwarded_for(h: &mut HeaderMap, peer: SocketAddr) -> Option<HeaderValue> {
     use std::fmt::Write as _;
     // Built in place: one allocation for the value.
     let prev = h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()).filter(|p| !p.is_empty());
@@ -166,8 +177,12 @@ fn append_forwarded_for(h: &mut HeaderMap, peer: SocketAddr) {
         value.extend_from_slice(b", ");
     }
     let _ = write!(value, "{}", peer.ip());
-    if let Ok(v) = HeaderValue::from_maybe_shared(value.freeze()) {
-        h.insert(X_FORWARDED_FOR, v);
+    match HeaderValue::from_maybe_shared(value.freeze()) {
+        Ok(v) => {
+            h.insert(X_FORWARDED_FOR, v.clone());
+            Some(v)
+        }
+        Err(_) => h.get(&X_FORWARDED_FOR).cloned(),
     }
 }
 
@@ -203,8 +218,9 @@ impl Pipeline {
     /// Attaches the exchange record to `resp`.
     fn respond(mut self: Box<Self>, mut resp: Response<RespBody>) -> Response<RespBody> {
         self.x.status = resp.status().as_u16();
-        if self.x.grpc_status.is_none() {
-            self.x.grpc_status = resp.headers().get("grpc-status").cloned();
+        // Only gRPC requests report a gRPC status (Istio's `grpc_response_status`).
+        if self.x.grpc && self.x.grpc_status.is_none() {
+            self.x.grpc_status = resp.headers().get(crate::local_reply::GRPC_STATUS).cloned();
         }
         resp.body_mut().attach(self.x);
         resp

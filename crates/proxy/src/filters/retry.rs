@@ -105,7 +105,8 @@ impl Policy {
         if self.on
             & (GRPC_CANCELLED | GRPC_DEADLINE_EXCEEDED | GRPC_INTERNAL | GRPC_RESOURCE_EXHAUSTED | GRPC_UNAVAILABLE)
             != 0
-            && let Some(code) = headers.get("grpc-status").and_then(|v| v.to_str().ok()?.parse::<u32>().ok())
+            && let Some(code) =
+                headers.get(crate::local_reply::GRPC_STATUS).and_then(|v| v.to_str().ok()?.parse::<u32>().ok())
         {
             let bit = match code {
                 1 => GRPC_CANCELLED,

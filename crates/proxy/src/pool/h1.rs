@@ -170,18 +170,37 @@ pub(crate) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
     }
     let head = buf.split_to(len).freeze();
     let mut headers = HeaderMap::with_capacity(n);
+    // Which framing headers are present, noted while the map is built (a comparison with a
+    // standard name is cheap; a lookup afterwards would hash the name again).
+    let mut present = Present::default();
     for &(ns, ne, vs, ve) in &spans[..n] {
         let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| H1Error::Invalid("header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..ve)).map_err(|_| H1Error::Invalid("header value"))?;
+        present.transfer_encoding |= name == TRANSFER_ENCODING;
+        present.content_length |= name == CONTENT_LENGTH;
+        present.connection |= name == CONNECTION;
         headers.append(name, value);
     }
-    let (framing, delimited) = response_framing(method, status, &headers)?;
-    let keep_alive = delimited && keeps_alive(version, &headers);
+    let (framing, delimited) = response_framing(method, status, &headers, present)?;
+    let keep_alive = delimited && keeps_alive(version, &headers, present);
     Ok(Some(Head { status, version, headers, framing, keep_alive }))
 }
 
+/// Which of the headers that decide framing and reuse a response head has.
+#[derive(Clone, Copy, Debug, Default)]
+struct Present {
+    transfer_encoding: bool,
+    content_length: bool,
+    connection: bool,
+}
+
 /// The response body's framing, and whether it ends without closing the connection.
-fn response_framing(method: &Method, status: StatusCode, headers: &HeaderMap) -> Result<(Framing, bool), H1Error> {
+fn response_framing(
+    method: &Method,
+    status: StatusCode,
+    headers: &HeaderMap,
+    present: Present,
+) -> Result<(Framing, bool), H1Error> {
     if *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -189,7 +208,9 @@ fn response_framing(method: &Method, status: StatusCode, headers: &HeaderMap) ->
     {
         return Ok((Framing::Empty, true));
     }
-    if let Some(te) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
+    if present.transfer_encoding
+        && let Some(te) = headers.get_all(TRANSFER_ENCODING).iter().next_back()
+    {
         let last = te.as_bytes().rsplit(|b| *b == b',').next().unwrap_or_default();
         return Ok(if last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
             // Both framings present: Transfer-Encoding wins, and the connection is not reused.
@@ -199,7 +220,8 @@ fn response_framing(method: &Method, status: StatusCode, headers: &HeaderMap) ->
         });
     }
     let mut length: Option<u64> = None;
-    for v in headers.get_all(CONTENT_LENGTH) {
+    let lengths = present.content_length.then(|| headers.get_all(CONTENT_LENGTH));
+    for v in lengths.iter().flat_map(|all| all.iter()) {
         for part in v.as_bytes().split(|b| *b == b',') {
             let n = std::str::from_utf8(part.trim_ascii())
                 .ok()
@@ -219,12 +241,13 @@ fn response_framing(method: &Method, status: StatusCode, headers: &HeaderMap) ->
     })
 }
 
-fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+fn keeps_alive(version: Version, headers: &HeaderMap, present: Present) -> bool {
     let has = |token: &[u8]| {
-        headers
-            .get_all(CONNECTION)
-            .iter()
-            .any(|v| v.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token)))
+        present.connection
+            && headers
+                .get_all(CONNECTION)
+                .iter()
+                .any(|v| v.as_bytes().split(|b| *b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token)))
     };
     if version == Version::HTTP_10 { has(b"keep-alive") } else { !has(b"close") }
 }
