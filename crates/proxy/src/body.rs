@@ -229,6 +229,9 @@ impl ReplayReader {
 pub enum ReqBody {
     Empty,
     Replay(ReplayReader),
+    /// Data frames given up front (unit tests of the upstream clients).
+    #[cfg(test)]
+    Frames(std::collections::VecDeque<Bytes>),
 }
 
 impl Body for ReqBody {
@@ -239,6 +242,8 @@ impl Body for ReqBody {
         match self.get_mut() {
             ReqBody::Empty => Poll::Ready(None),
             ReqBody::Replay(r) => r.poll(cx),
+            #[cfg(test)]
+            ReqBody::Frames(f) => Poll::Ready(f.pop_front().map(|b| Ok(Frame::data(b)))),
         }
     }
 
@@ -246,12 +251,16 @@ impl Body for ReqBody {
         match self {
             ReqBody::Empty => true,
             ReqBody::Replay(r) => r.is_end(),
+            #[cfg(test)]
+            ReqBody::Frames(f) => f.is_empty(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ReqBody::Empty => SizeHint::with_exact(0),
+            #[cfg(test)]
+            ReqBody::Frames(f) => SizeHint::with_exact(f.iter().map(|b| b.len() as u64).sum()),
             ReqBody::Replay(r) => match r.shared.content_length {
                 Some(len) => SizeHint::with_exact(len.saturating_sub(r.sent)),
                 None => SizeHint::default(),

@@ -511,11 +511,12 @@ impl Pool {
         method: &http::Method,
         uri: &Uri,
         headers: &http::HeaderMap,
-        mut body: ReqBody,
+        body: ReqBody,
     ) -> Result<(Response<UpBody>, Lease), SendError> {
         let target = uri.path_and_query().map_or("/", |p| p.as_str());
         let authority = uri.authority().map(|a| a.as_str());
         let head = h1::encode_head(method, target, headers, authority, h1::Framing::of_request(&body));
+        let mut upload = h1::Upload::new(head, body);
         let mut unsent = 0;
         loop {
             let conn = self.checkout(H1, uri).await?;
@@ -527,11 +528,11 @@ impl Pool {
             // Let the other requests that are ready reach this point first, so their writes
             // go out together: each upstream wake-up then serves a batch (BENCHMARKS.md).
             tokio::task::yield_now().await;
-            match h1::exchange(Arc::downgrade(self), c, head.clone(), body, method).await {
+            match h1::exchange(Arc::downgrade(self), c, upload, method).await {
                 Ok(resp) => return Ok((resp.map(UpBody::H1), lease)),
-                Err(h1::ExchangeError::Unsent(b)) if unsent < UNSENT_RETRIES => {
+                Err(h1::ExchangeError::Unsent(u)) if unsent < UNSENT_RETRIES => {
                     unsent += 1;
-                    body = b;
+                    upload = u;
                 }
                 Err(h1::ExchangeError::Unsent(_)) => {
                     return Err(SendError::Upstream(Box::new(h1::H1Error::ClosedBeforeHead)));

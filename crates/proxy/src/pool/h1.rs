@@ -420,7 +420,7 @@ impl H1Conn {
 }
 
 /// The request still to be written upstream: its head, then its body.
-struct Upload {
+pub(crate) struct Upload {
     /// The head, or what is left of it.
     head: Bytes,
     body: ReqBody,
@@ -434,8 +434,21 @@ struct Upload {
 }
 
 impl Upload {
+    /// The request with its encoded `head` (whose framing is [`Framing::of_request`] of `body`).
+    pub(crate) fn new(head: Bytes, body: ReqBody) -> Upload {
+        let framing = Framing::of_request(&body);
+        Upload {
+            head,
+            body,
+            chunked: framing == Framing::Chunked,
+            out: BytesMut::new(),
+            read_all: framing == Framing::Empty,
+            wrote_any: false,
+        }
+    }
+
     /// Writes what it can; `Ready(Ok)` once everything is written and flushed.
-    fn poll(&mut self, io: &mut Stream, cx: &mut Context<'_>) -> Poll<Result<(), H1Error>> {
+    fn poll<W: AsyncWrite + Unpin>(&mut self, io: &mut W, cx: &mut Context<'_>) -> Poll<Result<(), H1Error>> {
         loop {
             // Gather the body frames that are ready (up to a limit), so the head and the first
             // bytes of the body go out in one write.
@@ -509,28 +522,20 @@ impl Upload {
 
 /// How an exchange failed.
 pub(crate) enum ExchangeError {
-    /// Nothing reached the upstream: the connection was dead. The body comes back untouched.
-    Unsent(ReqBody),
+    /// Nothing reached the upstream: the connection was dead. The upload comes back whole (its
+    /// head, and any body bytes already taken from the body), to be sent on another connection.
+    Unsent(Upload),
     Failed(H1Error),
 }
 
-/// Sends one request (its encoded `head` and `body`) on `conn` and reads the response head.
+/// Sends one request (`upload`: its head and body) on `conn` and reads the response head.
 pub(crate) async fn exchange(
     pool: Weak<Pool>,
     mut conn: Box<H1Conn>,
-    head: Bytes,
-    body: ReqBody,
+    upload: Upload,
     method: &Method,
 ) -> Result<Response<H1Body>, ExchangeError> {
-    let framing = Framing::of_request(&body);
-    let mut up = Some(Upload {
-        head,
-        body,
-        chunked: framing == Framing::Chunked,
-        out: BytesMut::new(),
-        read_all: framing == Framing::Empty,
-        wrote_any: false,
-    });
+    let mut up = Some(upload);
     let mut upload_failed: Option<H1Error> = None;
     let mut eof = false;
     let head = std::future::poll_fn(|cx| {
@@ -540,8 +545,9 @@ pub(crate) async fn exchange(
                 Poll::Ready(Err(e)) => {
                     if !u.wrote_any && conn.used > 1 && !matches!(e, H1Error::RequestBody(_)) {
                         // A reused connection the upstream had closed: try another one.
-                        let u = up.take().map(|u| u.body).unwrap_or(ReqBody::Empty);
-                        return Poll::Ready(Err(ExchangeError::Unsent(u)));
+                        if let Some(u) = up.take() {
+                            return Poll::Ready(Err(ExchangeError::Unsent(u)));
+                        }
                     }
                     if matches!(e, H1Error::RequestBody(_)) {
                         return Poll::Ready(Err(ExchangeError::Failed(e)));
@@ -864,5 +870,47 @@ mod tests {
         assert!(decode_all(Decoder::ChunkSize, b"11111111111111111\r\n", 64).is_err(), "more than 64 bits");
         let long_line = vec![b'1'; MAX_CHUNK_LINE + 2];
         assert!(decode_all(Decoder::ChunkSize, &long_line, 64).is_err());
+    }
+
+    /// A writer that fails its first write, as a connection the upstream has reset.
+    struct ResetOnce {
+        failed: bool,
+        written: Vec<u8>,
+    }
+
+    impl AsyncWrite for ResetOnce {
+        fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+            if !self.failed {
+                self.failed = true;
+                return Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()));
+            }
+            self.written.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn an_upload_that_reached_no_connection_resumes_whole() {
+        // The body's first frames are taken before the first write (head and body go out
+        // together); when that write fails they must still be sent on the next connection.
+        let frames = [&b"hello "[..], &b"world"[..]].into_iter().map(Bytes::from_static).collect();
+        let body = ReqBody::Frames(frames);
+        let head = encode_head(&Method::POST, "/", &HeaderMap::new(), Some("up"), Framing::of_request(&body));
+        let mut upload = Upload::new(head.clone(), body);
+        let mut io = ResetOnce { failed: false, written: Vec::new() };
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(upload.poll(&mut io, &mut cx), Poll::Ready(Err(H1Error::Io(_)))));
+        assert!(!upload.wrote_any, "nothing reached the connection");
+        assert!(matches!(upload.poll(&mut io, &mut cx), Poll::Ready(Ok(()))));
+        let mut want = head.to_vec();
+        want.extend_from_slice(b"hello world");
+        assert_eq!(String::from_utf8_lossy(&io.written), String::from_utf8_lossy(&want));
+        assert!(head.ends_with(b"content-length: 11\r\n\r\n"));
     }
 }
