@@ -118,7 +118,7 @@ impl Fmt {
                 Piece::Cluster => out.push_str(ctx.cluster.unwrap_or("-")),
                 Piece::Route => out.push_str(ctx.route),
                 Piece::RequestId => {
-                    if let Some(v) = headers.and_then(|h| h.get(REQUEST_ID)).and_then(|v| v.to_str().ok()) {
+                    if let Some(v) = headers.and_then(|h| h.get(&REQUEST_ID)).and_then(|v| v.to_str().ok()) {
                         out.push_str(v);
                     }
                 }
@@ -315,7 +315,8 @@ impl Ops {
     }
 }
 
-pub const REQUEST_ID: &str = "x-request-id";
+/// Envoy's request id header, set on every request that arrives without one.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A random (version 4) UUID, as Envoy generates for `x-request-id`.
 pub fn new_request_id() -> HeaderValue {

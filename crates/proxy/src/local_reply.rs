@@ -12,13 +12,13 @@ use http::{Response, StatusCode};
 
 use crate::body::RespBody;
 
-/// `x-weir-reason: <FLAGS> <object or cluster>` on local replies (when enabled for the listener role).
 /// gRPC's status field (response headers of a trailers-only response, or trailers).
 pub const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 
-pub const REASON_HEADER: &str = "x-weir-reason";
+/// `x-weir-reason: <FLAGS> <object or cluster>` on local replies (when enabled for the listener role).
+pub const REASON_HEADER: http::HeaderName = http::HeaderName::from_static("x-weir-reason");
 /// On circuit-breaker (`UO`) local replies, as Envoy sends it.
-pub const OVERLOADED_HEADER: &str = "x-envoy-overloaded";
+pub const OVERLOADED_HEADER: http::HeaderName = http::HeaderName::from_static("x-envoy-overloaded");
 
 pub const NO_HEALTHY_UPSTREAM: &str = "no healthy upstream";
 pub const CONNECT_FAILURE: &str =
