@@ -23,7 +23,6 @@ pub(crate) struct Exchange {
     /// The downstream connection (its reference count is per connection, not shared by all requests).
     pub conn: Arc<Conn>,
     pub start: Instant,
-    pub start_wall: SystemTime,
     pub method: Method,
     /// The path as received (before rewrites).
     pub path: http::uri::PathAndQuery,
@@ -109,7 +108,9 @@ impl Exchange {
             (None, None) => String::new(),
         };
         state.access_log.log(&AccessEntry {
-            start: Some(x.start_wall),
+            // The wall-clock start, from the end and the monotonic duration: one clock read per
+            // request fewer when nothing is logged.
+            start: SystemTime::now().checked_sub(duration),
             method: x.method.as_str().to_string(),
             path: x.path.as_str().to_string(),
             protocol: protocol_name(x.version).to_string(),

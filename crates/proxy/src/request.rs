@@ -12,7 +12,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -142,7 +142,6 @@ fn start(conn: Arc<Conn>, req: Request<Incoming>) -> (Box<Pipeline>, Incoming) {
     let x = Box::new(Exchange {
         conn: conn.clone(),
         start: std::time::Instant::now(),
-        start_wall: SystemTime::now(),
         method: parts.method.clone(),
         path: path.clone(),
         version: parts.version,
@@ -721,7 +720,8 @@ impl Pipeline {
             };
             let body = replay.map_or(ReqBody::Empty, |r| r.reader());
             let ep = endpoint.as_ref().map(|(_, e)| e.clone());
-            let sent = std::time::Instant::now();
+            // The same clock read as `now` (tokio's instant wraps the standard one).
+            let sent = now.into_std();
             let h = &mut self.parts.headers;
             h.insert(ATTEMPT_COUNT, attempt_value(attempt));
             if let Some(d) = attempt_deadline {
