@@ -515,8 +515,7 @@ impl Pool {
     ) -> Result<(Response<UpBody>, Lease), SendError> {
         let target = uri.path_and_query().map_or("/", |p| p.as_str());
         let authority = uri.authority().map(|a| a.as_str());
-        let head = h1::encode_head(method, target, headers, authority, h1::Framing::of_request(&body));
-        let mut upload = h1::Upload::new(head, body);
+        let mut upload = h1::Upload::new(method, target, headers, authority, body);
         let mut unsent = 0;
         loop {
             let conn = self.checkout(H1, uri).await?;

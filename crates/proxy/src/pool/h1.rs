@@ -77,7 +77,7 @@ pub(crate) enum Framing {
 
 impl Framing {
     /// The framing of a request body.
-    pub(crate) fn of_request(body: &ReqBody) -> Framing {
+    fn of_request(body: &ReqBody) -> Framing {
         if body.is_end_stream() {
             return Framing::Empty;
         }
@@ -96,13 +96,7 @@ fn expects_body(m: &Method) -> bool {
 /// The request head in HTTP/1.1 wire form: origin-form target, every header
 /// but the framing ones, then the framing `body` calls for. `authority` fills
 /// in `Host` when the headers have none.
-pub(crate) fn encode_head(
-    method: &Method,
-    target: &str,
-    headers: &HeaderMap,
-    authority: Option<&str>,
-    framing: Framing,
-) -> Bytes {
+fn encode_head(method: &Method, target: &str, headers: &HeaderMap, authority: Option<&str>, framing: Framing) -> Bytes {
     let mut out = BytesMut::with_capacity(64 + target.len() + headers.len() * 40);
     out.put_slice(method.as_str().as_bytes());
     out.put_u8(b' ');
@@ -434,11 +428,17 @@ pub(crate) struct Upload {
 }
 
 impl Upload {
-    /// The request with its encoded `head` (whose framing is [`Framing::of_request`] of `body`).
-    pub(crate) fn new(head: Bytes, body: ReqBody) -> Upload {
+    /// The request to write: its head ([`encode_head`]) with the framing its body calls for.
+    pub(crate) fn new(
+        method: &Method,
+        target: &str,
+        headers: &HeaderMap,
+        authority: Option<&str>,
+        body: ReqBody,
+    ) -> Upload {
         let framing = Framing::of_request(&body);
         Upload {
-            head,
+            head: encode_head(method, target, headers, authority, framing),
             body,
             chunked: framing == Framing::Chunked,
             out: BytesMut::new(),
@@ -900,9 +900,8 @@ mod tests {
         // The body's first frames are taken before the first write (head and body go out
         // together); when that write fails they must still be sent on the next connection.
         let frames = [&b"hello "[..], &b"world"[..]].into_iter().map(Bytes::from_static).collect();
-        let body = ReqBody::Frames(frames);
-        let head = encode_head(&Method::POST, "/", &HeaderMap::new(), Some("up"), Framing::of_request(&body));
-        let mut upload = Upload::new(head.clone(), body);
+        let mut upload = Upload::new(&Method::POST, "/", &HeaderMap::new(), Some("up"), ReqBody::Frames(frames));
+        let head = upload.head.clone();
         let mut io = ResetOnce { failed: false, written: Vec::new() };
         let mut cx = Context::from_waker(Waker::noop());
         assert!(matches!(upload.poll(&mut io, &mut cx), Poll::Ready(Err(H1Error::Io(_)))));
