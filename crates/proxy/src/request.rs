@@ -146,7 +146,7 @@ fn start(conn: Arc<Conn>, req: Request<Incoming>) -> (Box<Pipeline>, Incoming) {
         path: path.clone(),
         version: parts.version,
         authority: authority.clone(),
-        request_id: Some(request_id),
+        request_id,
         forwarded_for,
         user_agent: parts.headers.get(header::USER_AGENT).cloned(),
         grpc,
