@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # A/B of weir builds on the HTTP/1.1 saturation test of run.sh: the same layout (weir alone on
 # core 0 with --concurrency 1; wrk -t1 -c64 and a 1 KiB nginx upstream on core 1), the builds
-# run alternately, and each run gives requests per weir CPU-second (CPU from /proc).
+# run alternately, and each run gives requests per weir CPU-second (CPU from /proc), split into
+# user and kernel microseconds per request.
 #
-#   bench/ab.sh [--runs N] [--duration S] BIN_A BIN_B [BIN ...]
+#   bench/ab.sh [--runs N] [--duration S] [--nginx] [--wakeups] BIN_A [BIN_B ...]
+#
+# --nginx adds nginx as a proxy subject (1 worker, upstream keep-alive pool, as in run.sh), so
+# the split can be compared with it. --wakeups also counts, on core 0, the wake-ups of sleeping
+# tasks and the inter-processor interrupts sent, per request (needs perf and tracepoints).
 #
 # Build the binaries first, e.g. for two commits:
 #   git worktree add /tmp/weir-a <commit> && (cd /tmp/weir-a && cargo build --release -p weir)
@@ -15,16 +20,21 @@ LIB="$REPO/bench/lib.py"
 RUNS=3
 DURATION=6
 BINS=()
+NGINX=0
+WAKEUPS=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) RUNS=$2; shift ;;
         --duration) DURATION=$2; shift ;;
-        -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --nginx) NGINX=1 ;;
+        --wakeups) WAKEUPS=1 ;;
+        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) [ -x "$1" ] || { echo "ab.sh: $1 is not an executable" >&2; exit 2; }; BINS+=("$1") ;;
     esac
     shift
 done
 [ "${#BINS[@]}" -ge 1 ] || { echo "ab.sh: give at least one weir binary (try --help)" >&2; exit 2; }
+[ "$WAKEUPS" = 0 ] || command -v perf >/dev/null || { echo "ab.sh: --wakeups needs perf" >&2; exit 2; }
 for t in nginx wrk curl taskset python3; do
     command -v "$t" >/dev/null || { echo "ab.sh: $t is missing (bench/run.sh installs it)" >&2; exit 2; }
 done
@@ -39,7 +49,7 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-read -r UP PORT ADMIN <<<"$(python3 "$LIB" ports 3)"
+read -r UP PORT ADMIN NPORT <<<"$(python3 "$LIB" ports 4)"
 mkdir -p "$WORK/www" "$WORK/cfg" "$WORK/tmp"
 head -c 1024 /dev/zero | tr '\0' x > "$WORK/www/1k"
 chmod -R a+rX "$WORK"
@@ -64,35 +74,105 @@ taskset -c 1 nginx -p "$WORK/" -e "$WORK/up-error.log" -c "$WORK/up.conf" &
 PIDS+=($!)
 python3 "$LIB" wait-listen "$UP" --timeout 30 || { echo "ab.sh: the upstream did not start" >&2; exit 1; }
 
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-declare -A RESULTS
+if [ "$NGINX" = 1 ]; then
+    cat > "$WORK/proxy.conf" <<EOF
+daemon off;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid $WORK/proxy.pid;
+error_log $WORK/proxy-error.log error;
+events { worker_connections 16384; }
+http {
+    access_log off;
+    keepalive_timeout 300s;
+    keepalive_requests 100000000;
+    client_body_temp_path $WORK/tmp/pb; proxy_temp_path $WORK/tmp/pp; fastcgi_temp_path $WORK/tmp/pf;
+    uwsgi_temp_path $WORK/tmp/pu; scgi_temp_path $WORK/tmp/ps;
+    upstream backend { server 127.0.0.1:$UP; keepalive 128; keepalive_requests 100000000; keepalive_timeout 300s; }
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    server { listen 127.0.0.1:$NPORT; location / { proxy_pass http://backend; } }
+}
+EOF
+    BINS+=(nginx)
+fi
+
+# utime and stime (clock ticks) of a process and its children (nginx: master + worker).
+ticks() {
+    local p u=0 s=0 f
+    for p in "$1" $(pgrep -P "$1" || true); do
+        read -r -a f < "/proc/$p/stat" || continue
+        u=$((u + f[13])); s=$((s + f[14]))
+    done
+    echo "$u $s"
+}
+HZ=$(getconf CLK_TCK)
+declare -A RESULTS SPLIT
 for run in $(seq 1 "$RUNS"); do
     for bin in "${BINS[@]}"; do
-        RUST_LOG=warn taskset -c 0 "$bin" run --config "$WORK/cfg" --role gateway --bind 127.0.0.1 \
-            --proxy-port 0 --namespace bench --concurrency 1 --access-log off \
-            --admin "127.0.0.1:$ADMIN" > "$WORK/weir.log" 2>&1 &
+        if [ "$bin" = nginx ]; then
+            taskset -c 0 nginx -p "$WORK/" -e "$WORK/proxy-error.log" -c "$WORK/proxy.conf" > "$WORK/proxy.log" 2>&1 &
+            port=$NPORT
+        else
+            RUST_LOG=warn taskset -c 0 "$bin" run --config "$WORK/cfg" --role gateway --bind 127.0.0.1 \
+                --proxy-port 0 --namespace bench --concurrency 1 --access-log off \
+                --admin "127.0.0.1:$ADMIN" > "$WORK/proxy.log" 2>&1 &
+            port=$PORT
+        fi
         wp=$!
         PIDS+=("$wp")
         ok=0
         for _ in $(seq 1 300); do
-            [ "$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$PORT/" || true)" = 200 ] && { ok=1; break; }
+            [ "$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$port/" || true)" = 200 ] && { ok=1; break; }
             kill -0 "$wp" 2>/dev/null || break
             sleep 0.1
         done
-        [ "$ok" = 1 ] || { cat "$WORK/weir.log" >&2; echo "ab.sh: $bin did not serve" >&2; exit 1; }
-        taskset -c 1 wrk -t1 -c64 -d2s "http://127.0.0.1:$PORT/" > /dev/null
-        t0=$(ticks "$wp")
-        out=$(taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" "http://127.0.0.1:$PORT/")
-        t1=$(ticks "$wp")
+        [ "$ok" = 1 ] || { cat "$WORK/proxy.log" "$WORK/proxy-error.log" >&2 2>/dev/null; echo "ab.sh: $bin did not serve" >&2; exit 1; }
+        taskset -c 1 wrk -t1 -c64 -d2s "http://127.0.0.1:$port/" > /dev/null
+        if [ "$WAKEUPS" = 1 ]; then
+            perf stat -x, -e sched:sched_waking,ipi:ipi_send_cpu -C 0 -o "$WORK/wakeups.csv" -- sleep "$DURATION" \
+                > /dev/null 2>&1 &
+            sp=$!
+        fi
+        read -r u0 s0 <<<"$(ticks "$wp")"
+        out=$(taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" "http://127.0.0.1:$port/")
+        read -r u1 s1 <<<"$(ticks "$wp")"
+        wake=""
+        if [ "$WAKEUPS" = 1 ]; then
+            wait "$sp" || true
+            wake=$(awk -F, '$1 ~ /^[0-9]+$/ {printf "%s %s ", $3, $1}' "$WORK/wakeups.csv")
+        fi
         kill "$wp"; wait "$wp" 2>/dev/null || true
-        rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-        per=$(python3 -c "import sys; r, d, t = map(float, sys.argv[1:]); print(int(r * d / max(t / $(getconf CLK_TCK), 1e-9)))" "$rps" "$DURATION" "$((t1 - t0))")
-        printf 'run %s  %-40s %8.0f req/s  %6s req per CPU-second\n' "$run" "$bin" "$rps" "$per"
+        requests=$(echo "$out" | awk '/requests in/ {print $1}')
+        # shellcheck disable=SC2086  # $wake is name/count pairs
+        line=$(python3 - "$requests" "$((u1 - u0))" "$((s1 - s0))" "$HZ" $wake <<'PY'
+import sys
+n, u, s, hz = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+w = sys.argv[5:]
+per = int(n / max((u + s) / hz, 1e-9))
+text = f"{per} {u / hz / n * 1e6:.2f} {s / hz / n * 1e6:.2f}"
+for name, count in zip(w[::2], w[1::2]):
+    text += f" {name.split(':')[-1]}={int(count) / n:.3f}"
+print(text)
+PY
+)
+        read -r per us ss extra <<<"$line"
+        printf 'run %s  %-40s %7s req per CPU-second  user %5s + kernel %5s µs per request  %s\n' \
+            "$run" "$bin" "$per" "$us" "$ss" "${extra:-}"
         RESULTS[$bin]="${RESULTS[$bin]:-} $per"
+        SPLIT[$bin]="${SPLIT[$bin]:-} $us/$ss"
     done
 done
 echo
-echo "median requests per weir CPU-second over $RUNS runs:"
+echo "median requests per CPU-second over $RUNS runs (user + kernel µs per request):"
 for bin in "${BINS[@]}"; do
-    python3 -c "import statistics, sys; v = [int(x) for x in sys.argv[2:]]; print(f'  {sys.argv[1]}: {int(statistics.median(v))} (min {min(v)}, max {max(v)})')" "$bin" ${RESULTS[$bin]}
+    # shellcheck disable=SC2086  # one argument per run
+    python3 - "$bin" "${SPLIT[$bin]}" ${RESULTS[$bin]} <<'PY'
+import statistics, sys
+v = [int(x) for x in sys.argv[3:]]
+split = [tuple(map(float, p.split("/"))) for p in sys.argv[2].split()]
+u = statistics.median(p[0] for p in split)
+k = statistics.median(p[1] for p in split)
+print(f"  {sys.argv[1]}: {int(statistics.median(v))} (min {min(v)}, max {max(v)}); {u:.2f} + {k:.2f} µs")
+PY
 done
