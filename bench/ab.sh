@@ -4,11 +4,13 @@
 # run alternately, and each run gives requests per weir CPU-second (CPU from /proc), split into
 # user and kernel microseconds per request.
 #
-#   bench/ab.sh [--runs N] [--duration S] [--nginx] [--wakeups] BIN_A [BIN_B ...]
+#   bench/ab.sh [--runs N] [--duration S] [--rate R] [--nginx] [--wakeups] BIN_A [BIN_B ...]
 #
 # --nginx adds nginx as a proxy subject (1 worker, upstream keep-alive pool, as in run.sh), so
 # the split can be compared with it. --wakeups also counts, on core 0, the wake-ups of sleeping
 # tasks and the inter-processor interrupts sent, per request (needs perf and tracepoints).
+# --rate R offers R requests/s over 64 connections (oha) instead of saturating with wrk, so that
+# subjects are compared at the same load.
 #
 # Build the binaries first, e.g. for two commits:
 #   git worktree add /tmp/weir-a <commit> && (cd /tmp/weir-a && cargo build --release -p weir)
@@ -22,18 +24,21 @@ DURATION=6
 BINS=()
 NGINX=0
 WAKEUPS=0
+RATE=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) RUNS=$2; shift ;;
         --duration) DURATION=$2; shift ;;
         --nginx) NGINX=1 ;;
+        --rate) RATE=$2; shift ;;
         --wakeups) WAKEUPS=1 ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) [ -x "$1" ] || { echo "ab.sh: $1 is not an executable" >&2; exit 2; }; BINS+=("$1") ;;
     esac
     shift
 done
 [ "${#BINS[@]}" -ge 1 ] || { echo "ab.sh: give at least one weir binary (try --help)" >&2; exit 2; }
+[ -z "$RATE" ] || command -v oha >/dev/null || { echo "ab.sh: --rate needs oha (bench/run.sh installs it)" >&2; exit 2; }
 [ "$WAKEUPS" = 0 ] || command -v perf >/dev/null || { echo "ab.sh: --wakeups needs perf" >&2; exit 2; }
 for t in nginx wrk curl taskset python3; do
     command -v "$t" >/dev/null || { echo "ab.sh: $t is missing (bench/run.sh installs it)" >&2; exit 2; }
@@ -135,7 +140,13 @@ for run in $(seq 1 "$RUNS"); do
             sp=$!
         fi
         read -r u0 s0 <<<"$(ticks "$wp")"
-        out=$(taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" "http://127.0.0.1:$port/")
+        if [ -n "$RATE" ]; then
+            out=$(taskset -c 1 oha --no-tui -q "$RATE" -c 64 -z "${DURATION}s" "http://127.0.0.1:$port/")
+            requests=$(echo "$out" | awk -v d="$DURATION" '/Requests\/sec:/ {printf "%d", $2 * d}')
+        else
+            out=$(taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" "http://127.0.0.1:$port/")
+            requests=$(echo "$out" | awk '/requests in/ {print $1}')
+        fi
         read -r u1 s1 <<<"$(ticks "$wp")"
         wake=""
         if [ "$WAKEUPS" = 1 ]; then
@@ -143,7 +154,6 @@ for run in $(seq 1 "$RUNS"); do
             wake=$(awk -F, '$1 ~ /^[0-9]+$/ {printf "%s %s ", $3, $1}' "$WORK/wakeups.csv")
         fi
         kill "$wp"; wait "$wp" 2>/dev/null || true
-        requests=$(echo "$out" | awk '/requests in/ {print $1}')
         # shellcheck disable=SC2086  # $wake is name/count pairs
         line=$(python3 - "$requests" "$((u1 - u0))" "$((s1 - s0))" "$HZ" $wake <<'PY'
 import sys
