@@ -315,6 +315,42 @@ impl Ops {
     }
 }
 
+/// The decimal digits of 0 to 999 back to back ("0123456789101112..."): header values of
+/// small numbers point into it instead of allocating.
+static DIGITS: [u8; 2890] = digits();
+
+const fn digits() -> [u8; 2890] {
+    let mut out = [0u8; 2890];
+    let (mut n, mut at) = (0u32, 0usize);
+    while n < 1000 {
+        if n >= 100 {
+            out[at] = b'0' + (n / 100) as u8;
+            at += 1;
+        }
+        if n >= 10 {
+            out[at] = b'0' + (n / 10 % 10) as u8;
+            at += 1;
+        }
+        out[at] = b'0' + (n % 10) as u8;
+        at += 1;
+        n += 1;
+    }
+    out
+}
+
+/// `n` as a header value (`x-envoy-upstream-service-time`, `x-envoy-attempt-count`,
+/// `x-envoy-expected-rq-timeout-ms`); below 1000 without an allocation.
+pub fn number(n: u64) -> HeaderValue {
+    let (at, len) = match n {
+        0..=9 => (n as usize, 1),
+        10..=99 => (10 + (n as usize - 10) * 2, 2),
+        100..=999 => (190 + (n as usize - 100) * 3, 3),
+        _ => return HeaderValue::from(n),
+    };
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_static(&DIGITS[at..at + len]))
+        .unwrap_or_else(|_| HeaderValue::from(n))
+}
+
 /// Envoy's request id header, set on every request that arrives without one.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -405,6 +441,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_te_trailers: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_match_their_decimal_form() {
+        for n in (0..=1100).chain([9_999, u64::MAX]) {
+            assert_eq!(number(n), HeaderValue::from(n), "{n}");
+        }
+    }
 
     fn ctx() -> FmtCtx<'static> {
         FmtCtx {

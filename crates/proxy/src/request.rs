@@ -10,8 +10,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -67,12 +67,30 @@ pub(crate) struct Conn {
     pub reason: bool,
     /// The route table of the last runtime this connection used: `runtime id << 24 | table index + 1`.
     pub table_cache: AtomicU64,
+    /// The upstream authority of this connection's last request (see [`Conn::authority_for`]).
+    pub last_authority: Mutex<Option<Authority>>,
     /// Counts the connection as open and keeps a drain waiting until the last user (hyper's
     /// connection or a WebSocket tunnel) drops this `Conn`.
     pub lifetime: crate::server::Lifetime,
 }
 
 impl Conn {
+    /// The upstream URI's authority for the `Host` (or rewritten authority) `value`. A keep-alive
+    /// client names the same host on every request, so the last one built is shared when it
+    /// matches: building one copies the value and, once cloned, promotes the copy to shared
+    /// storage (two allocations per request otherwise).
+    fn authority_for(&self, value: &HeaderValue) -> Option<Authority> {
+        let mut last = self.last_authority.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(a) = &*last
+            && a.as_str().as_bytes() == value.as_bytes()
+        {
+            return Some(a.clone());
+        }
+        let a = Authority::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes())).ok()?;
+        *last = Some(a.clone());
+        Some(a)
+    }
+
     /// `https` when this listener terminated TLS, else `http` (`:scheme`, `x-forwarded-proto`).
     fn scheme(&self) -> &'static str {
         if self.lifetime.tls { "https" } else { "http" }
@@ -511,7 +529,7 @@ impl Pipeline {
         };
         self.x.request_body = replay.clone();
 
-        let authority = Authority::from_maybe_shared(Bytes::copy_from_slice(upstream_authority.as_bytes())).ok();
+        let authority = self.conn.authority_for(&upstream_authority);
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
 
         // Upgrade requests are not mirrored (a mirror could not take part in the tunnel).
@@ -566,7 +584,7 @@ impl Pipeline {
                 }
                 rparts.version = self.parts.version;
                 let ms = u64::try_from(service_time.as_millis()).unwrap_or(u64::MAX);
-                rparts.headers.insert(SERVICE_TIME, HeaderValue::from(ms));
+                rparts.headers.insert(SERVICE_TIME, headers::number(ms));
                 if let Some(cookie) = set_cookie {
                     rparts.headers.append(header::SET_COOKIE, cookie);
                 }
@@ -723,10 +741,10 @@ impl Pipeline {
             // The same clock read as `now` (tokio's instant wraps the standard one).
             let sent = now.into_std();
             let h = &mut self.parts.headers;
-            h.insert(ATTEMPT_COUNT, attempt_value(attempt));
+            h.insert(ATTEMPT_COUNT, headers::number(u64::from(attempt)));
             if let Some(d) = attempt_deadline {
                 let ms = d.saturating_duration_since(now).as_millis().max(1);
-                h.insert(EXPECTED_TIMEOUT, HeaderValue::from(u64::try_from(ms).unwrap_or(u64::MAX)));
+                h.insert(EXPECTED_TIMEOUT, headers::number(u64::try_from(ms).unwrap_or(u64::MAX)));
             }
             let Some(uri) = upstream_uri(authority.as_ref(), ep.as_deref(), path) else {
                 return Outcome::Reply(LocalReply::no_healthy_upstream(&cluster.name));
@@ -846,15 +864,6 @@ fn upstream_uri(authority: Option<&Authority>, endpoint: Option<&EndpointState>,
     uri.authority = Some(authority);
     uri.path_and_query = Some(path.clone());
     Uri::from_parts(uri).ok()
-}
-
-/// `x-envoy-attempt-count` without allocating for the usual counts.
-fn attempt_value(n: u32) -> HeaderValue {
-    const SMALL: [&str; 6] = ["1", "2", "3", "4", "5", "6"];
-    match SMALL.get((n as usize).wrapping_sub(1)) {
-        Some(s) => HeaderValue::from_static(s),
-        None => HeaderValue::from(n),
-    }
 }
 
 fn header_ms(h: &HeaderMap, name: &HeaderName) -> Option<u64> {

@@ -29,8 +29,8 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -457,8 +457,17 @@ impl Http {
         // The connection's count and drain watch move into `Conn`: an upgraded (WebSocket) connection
         // outlives hyper's connection future, and its tunnel holds `Conn` until it closes.
         let lifetime = Lifetime { _open: open, _drain: tunnel_watcher, hard: hard.clone(), tls };
-        let conn =
-            Arc::new(Conn { state, target, role, peer, local, reason, table_cache: AtomicU64::new(0), lifetime });
+        let conn = Arc::new(Conn {
+            state,
+            target,
+            role,
+            peer,
+            local,
+            reason,
+            table_cache: AtomicU64::new(0),
+            last_authority: Mutex::default(),
+            lifetime,
+        });
         let service = hyper::service::service_fn(move |req| crate::request::handle(conn.clone(), req));
         let serving = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
         tokio::select! {

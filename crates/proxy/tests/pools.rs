@@ -95,6 +95,24 @@ async fn max_requests_overflows_for_http1_and_http2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_on_one_connection_keep_their_own_authority_upstream() {
+    // weir shares the upstream authority between the requests of a downstream connection
+    // while they name the same host: a request naming another must not get the last one's.
+    for protocol in ["HTTP", "HTTP2"] {
+        let b = Backend::start("b").await;
+        let port = free_port();
+        let _proxy = Proxy::start(&config("au", port, protocol, b.port(), "    tls: {mode: DISABLE}")).await;
+        let mut c = Client::h1(port).await;
+        let hosts = ["au", "au", "au.default", "au.default.svc.cluster.local", "au"];
+        for host in hosts {
+            assert_eq!(c.get(host, "/", &[]).await.status, 200, "{protocol} {host}");
+        }
+        let seen: Vec<String> = b.seen().into_iter().map(|s| s.authority).collect();
+        assert_eq!(seen, hosts, "{protocol}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_requests_per_connection_closes_connections() {
     let b = Backend::start("b").await;
     let port = free_port();

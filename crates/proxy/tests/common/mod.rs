@@ -57,6 +57,8 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub version: Version,
+    /// `:authority` (HTTP/2), else `Host`.
+    pub authority: String,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -145,6 +147,9 @@ async fn echo(
         method: parts.method.to_string(),
         path: path.clone(),
         version: parts.version,
+        authority: parts.uri.authority().map(|a| a.to_string()).unwrap_or_else(|| {
+            parts.headers.get("host").map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned()).unwrap_or_default()
+        }),
         headers: parts.headers.clone(),
         body: body.clone(),
     });
