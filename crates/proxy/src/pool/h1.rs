@@ -19,6 +19,7 @@
 //! `keep-alive` and close-delimited bodies end it).
 
 use std::fmt::Write as _;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Weak;
 use std::task::{Context, Poll, Waker, ready};
@@ -38,6 +39,8 @@ use crate::connect::Stream;
 const MAX_HEAD: usize = 64 * 1024;
 /// Most response header fields accepted (Envoy's default is 100).
 const MAX_HEADERS: usize = 128;
+/// Response header fields whose positions are noted on the stack while a head is parsed.
+const FEW_HEADERS: usize = 24;
 /// Longest chunk-size line accepted.
 const MAX_CHUNK_LINE: usize = 4096;
 /// Read buffer growth per read.
@@ -143,9 +146,10 @@ pub(crate) struct Head {
 
 /// Parses a response head from the front of `buf`, consuming it; `None` until it is complete.
 pub(crate) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, H1Error> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut slots);
-    let len = match resp.parse(buf) {
+    // Left uninitialised: filling 128 empty slots cost more than parsing a short head.
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut slots) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => return Err(H1Error::HeadTooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -154,9 +158,17 @@ pub(crate) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
     let version = if resp.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
     let status = StatusCode::from_u16(resp.code.unwrap_or(0)).map_err(|_| H1Error::Invalid("status code"))?;
     // Where each field sits in the buffer, so values can share the head's bytes.
+    // Room on the stack for the usual number of fields; a longer head takes a vector.
     let base = buf.as_ptr() as usize;
     let n = resp.headers.len();
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+    let mut few = [(0usize, 0usize, 0usize, 0usize); FEW_HEADERS];
+    let mut many = Vec::new();
+    let spans = if n <= FEW_HEADERS {
+        &mut few[..n]
+    } else {
+        many.resize(n, (0, 0, 0, 0));
+        &mut many[..]
+    };
     for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
         let name = h.name.as_ptr() as usize - base;
         let value = h.value.as_ptr() as usize - base;
@@ -167,7 +179,7 @@ pub(crate) fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<H
     // Which framing headers are present, noted while the map is built (a comparison with a
     // standard name is cheap; a lookup afterwards would hash the name again).
     let mut present = Present::default();
-    for &(ns, ne, vs, ve) in &spans[..n] {
+    for &(ns, ne, vs, ve) in spans.iter() {
         let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| H1Error::Invalid("header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..ve)).map_err(|_| H1Error::Invalid("header value"))?;
         present.transfer_encoding |= name == TRANSFER_ENCODING;
@@ -797,6 +809,31 @@ mod tests {
         assert_eq!(h.framing, Framing::Length(3));
         assert!(h.keep_alive);
         assert_eq!(&buf[..], b"abc", "the body stays in the buffer");
+    }
+
+    #[test]
+    fn long_response_heads_keep_every_field_up_to_the_limit() {
+        for fields in [FEW_HEADERS - 1, FEW_HEADERS, FEW_HEADERS + 1, MAX_HEADERS - 1] {
+            let mut raw = String::from("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n");
+            for i in 1..=fields {
+                raw.push_str(&format!("x-f{i}: v{i}\r\n"));
+            }
+            raw.push_str("\r\nok");
+            let mut buf = BytesMut::from(raw.as_bytes());
+            let h = parse_head(&mut buf, &Method::GET).expect("valid").expect("complete");
+            assert_eq!(h.headers.len(), fields + 1, "{fields}");
+            for i in 1..=fields {
+                assert_eq!(h.headers[format!("x-f{i}").as_str()], format!("v{i}").as_str(), "{fields}");
+            }
+            assert_eq!(h.framing, Framing::Length(2));
+            assert_eq!(&buf[..], b"ok");
+        }
+        let mut raw = String::from("HTTP/1.1 200 OK\r\n");
+        for i in 0..=MAX_HEADERS {
+            raw.push_str(&format!("x-f{i}: v\r\n"));
+        }
+        raw.push_str("\r\n");
+        assert!(head(&raw, &Method::GET).is_err(), "more than {MAX_HEADERS} fields");
     }
 
     #[test]
