@@ -58,47 +58,43 @@ read -r UP PORT ADMIN NPORT <<<"$(python3 "$LIB" ports 4)"
 mkdir -p "$WORK/www" "$WORK/cfg" "$WORK/tmp"
 head -c 1024 /dev/zero | tr '\0' x > "$WORK/www/1k"
 chmod -R a+rX "$WORK"
-cat > "$WORK/up.conf" <<EOF
+# The top of an nginx config: 1 worker, no logs, keep-alive without limits ($1: name).
+nginx_top() {
+    cat <<EOF
 daemon off;
 worker_processes 1;
-pid $WORK/up.pid;
-error_log $WORK/up-error.log error;
-events { worker_connections 4096; }
+worker_rlimit_nofile 65536;
+pid $WORK/$1.pid;
+error_log $WORK/$1-error.log error;
+events { worker_connections 16384; }
 http {
     access_log off;
     keepalive_timeout 300s;
     keepalive_requests 100000000;
-    client_body_temp_path $WORK/tmp/b; proxy_temp_path $WORK/tmp/p; fastcgi_temp_path $WORK/tmp/f;
-    uwsgi_temp_path $WORK/tmp/u; scgi_temp_path $WORK/tmp/s;
+    client_body_temp_path $WORK/tmp/$1-b; proxy_temp_path $WORK/tmp/$1-p; fastcgi_temp_path $WORK/tmp/$1-f;
+    uwsgi_temp_path $WORK/tmp/$1-u; scgi_temp_path $WORK/tmp/$1-s;
+EOF
+}
+{ nginx_top up; cat <<EOF
     sendfile on; tcp_nodelay on; open_file_cache max=16; default_type application/octet-stream;
     server { listen 127.0.0.1:$UP; root $WORK/www; location / { try_files /1k =404; } }
 }
 EOF
+} > "$WORK/up.conf"
 python3 "$LIB" gen-weir-http "$WORK/cfg/bench.yaml" --port "$PORT" --upstream "$UP"
 taskset -c 1 nginx -p "$WORK/" -e "$WORK/up-error.log" -c "$WORK/up.conf" &
 PIDS+=($!)
 python3 "$LIB" wait-listen "$UP" --timeout 30 || { echo "ab.sh: the upstream did not start" >&2; exit 1; }
 
 if [ "$NGINX" = 1 ]; then
-    cat > "$WORK/proxy.conf" <<EOF
-daemon off;
-worker_processes 1;
-worker_rlimit_nofile 65536;
-pid $WORK/proxy.pid;
-error_log $WORK/proxy-error.log error;
-events { worker_connections 16384; }
-http {
-    access_log off;
-    keepalive_timeout 300s;
-    keepalive_requests 100000000;
-    client_body_temp_path $WORK/tmp/pb; proxy_temp_path $WORK/tmp/pp; fastcgi_temp_path $WORK/tmp/pf;
-    uwsgi_temp_path $WORK/tmp/pu; scgi_temp_path $WORK/tmp/ps;
+    { nginx_top proxy; cat <<EOF
     upstream backend { server 127.0.0.1:$UP; keepalive 128; keepalive_requests 100000000; keepalive_timeout 300s; }
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     server { listen 127.0.0.1:$NPORT; location / { proxy_pass http://backend; } }
 }
 EOF
+    } > "$WORK/proxy.conf"
     BINS+=(nginx)
 fi
 
