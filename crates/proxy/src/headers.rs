@@ -317,10 +317,14 @@ impl Ops {
 
 /// The decimal digits of 0 to 999 back to back ("0123456789101112..."): header values of
 /// small numbers point into it instead of allocating.
-static DIGITS: [u8; 2890] = digits();
+static DIGITS: [u8; DIGITS_LEN] = digits();
+/// Where the two- and three-digit numbers start in [`DIGITS`], and its length.
+const TWO_DIGITS_AT: usize = 10;
+const THREE_DIGITS_AT: usize = TWO_DIGITS_AT + 90 * 2;
+const DIGITS_LEN: usize = THREE_DIGITS_AT + 900 * 3;
 
-const fn digits() -> [u8; 2890] {
-    let mut out = [0u8; 2890];
+const fn digits() -> [u8; DIGITS_LEN] {
+    let mut out = [0u8; DIGITS_LEN];
     let (mut n, mut at) = (0u32, 0usize);
     while n < 1000 {
         if n >= 100 {
@@ -343,8 +347,8 @@ const fn digits() -> [u8; 2890] {
 pub fn number(n: u64) -> HeaderValue {
     let (at, len) = match n {
         0..=9 => (n as usize, 1),
-        10..=99 => (10 + (n as usize - 10) * 2, 2),
-        100..=999 => (190 + (n as usize - 100) * 3, 3),
+        10..=99 => (TWO_DIGITS_AT + (n as usize - 10) * 2, 2),
+        100..=999 => (THREE_DIGITS_AT + (n as usize - 100) * 3, 3),
         _ => return HeaderValue::from(n),
     };
     HeaderValue::from_maybe_shared(bytes::Bytes::from_static(&DIGITS[at..at + len]))
