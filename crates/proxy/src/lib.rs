@@ -12,6 +12,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod body;
+mod coalesce;
 mod connect;
 pub mod demo;
 pub mod filters;

@@ -41,6 +41,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use weir_compile::model::{BindScope, ChainAction, ListenerRole, Str};
 
+use crate::coalesce::Coalesce;
 use crate::request::{Conn, ConnTarget};
 use crate::runtime::Runtime;
 use crate::{Options, State};
@@ -485,7 +486,8 @@ impl Http {
             lifetime,
         });
         let service = hyper::service::service_fn(move |req| crate::request::handle(conn.clone(), req));
-        let serving = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned());
+        let serving = watcher
+            .watch(builder.serve_connection_with_upgrades(TokioIo::new(Coalesce::new(io)), service).into_owned());
         tokio::select! {
             // The connection first: the drain deadline rarely fires, and polling in a fixed
             // order spares a random draw per wake-up.

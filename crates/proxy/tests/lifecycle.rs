@@ -31,6 +31,45 @@ async fn h2c_downstream_to_http1_upstream() {
     assert_eq!(b.connections.load(Ordering::SeqCst), 1);
 }
 
+/// Many streams answered together on one HTTP/2 connection, with bodies larger than the
+/// write buffer and than the flow-control windows: weir holds an HTTP/2 connection's writes back
+/// until the end of a pass (`coalesce`), and no frame, WINDOW_UPDATE included, may stay behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_concurrent_streams_with_large_bodies_arrive_whole() {
+    let b = Backend::start("b").await;
+    let port = free_port();
+    let _proxy = Proxy::start(&service("web", port, "HTTP", &[(b.port(), "v1")])).await;
+    let sock = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(sock))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let calls = (0..64usize).map(|i| {
+        let mut send = send.clone();
+        tokio::spawn(async move {
+            // 0 to 96 KiB: small frames, frames that fill the buffer, bodies beyond a 64 KiB window.
+            let body = "x".repeat(i * 1536);
+            let req = http::Request::post(format!("http://web/big/{i}"))
+                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                .unwrap();
+            send.ready().await.unwrap();
+            let resp = send.send_request(req).await.unwrap();
+            let status = resp.status();
+            let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+            (i, status, body)
+        })
+    });
+    let calls: Vec<_> = calls.collect();
+    for call in calls {
+        let (i, status, body) = tokio::time::timeout(std::time::Duration::from_secs(10), call).await.unwrap().unwrap();
+        assert_eq!(status, 200);
+        let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(j["path"], format!("/big/{i}"));
+        assert_eq!(j["body"].as_str().map(str::len), Some(i * 1536), "request {i} echoed whole");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_upstream_for_grpc_and_http2_ports() {
     let b = Backend::start("b").await;
