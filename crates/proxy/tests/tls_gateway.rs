@@ -90,6 +90,61 @@ async fn simple_termination_picks_the_certificate_by_sni() {
 }
 
 /// MUTUAL: a client certificate from the CA (and with an allowed SAN) is required.
+/// HTTP/2 over TLS with many streams at once and bodies beyond the write buffer and the
+/// flow-control windows: the batched writes of an HTTP/2 connection (`coalesce`) sit above TLS,
+/// so every record must still reach the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_over_tls_carries_concurrent_streams_with_large_bodies() {
+    let pki = Pki::new("ca");
+    let cert = pki.server(&["a.example.com"]);
+    let dir = Dir::new("h2-streams");
+    let a = Backend::start("a").await;
+    let port = free_port();
+    let yaml = format!(
+        "{}{}{}{}",
+        secret("a-cert", "default", &cert, None),
+        gateway(&format!(
+            "  - port: {{number: {port}, name: https-a, protocol: HTTPS}}
+    hosts: [a.example.com]
+    tls: {{mode: SIMPLE, credentialName: a-cert}}
+"
+        )),
+        service("a", 8001, "HTTP", &[(a.port(), "v1")]),
+        http_vs("a", "a.example.com", "a", 8001),
+    );
+    let _proxy = TlsProxy::start(dir, &yaml).await;
+    let tls = connect(port, "a.example.com", &ClientOpts::trusting(&pki.ca)).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let calls: Vec<_> = (0..32usize)
+        .map(|i| {
+            let mut send = send.clone();
+            tokio::spawn(async move {
+                let body = "y".repeat(i * 3072);
+                let req = http::Request::post(format!("https://a.example.com/s/{i}"))
+                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                    .unwrap();
+                send.ready().await.unwrap();
+                let resp = send.send_request(req).await.unwrap();
+                let status = resp.status();
+                let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+                (i, status, body)
+            })
+        })
+        .collect();
+    for call in calls {
+        let (i, status, body) = tokio::time::timeout(std::time::Duration::from_secs(10), call).await.unwrap().unwrap();
+        assert_eq!(status, 200);
+        let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(j["path"], format!("/s/{i}"));
+        assert_eq!(j["body"].as_str().map(str::len), Some(i * 3072), "request {i} echoed whole");
+    }
+}
+
 #[tokio::test]
 async fn mutual_requires_a_valid_client_certificate() {
     let pki = Pki::new("ca");
