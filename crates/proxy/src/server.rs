@@ -10,7 +10,8 @@
 //!
 //! - HTTP chains are served by hyper-util's auto builder (HTTP/1.1 with
 //!   upgrades, for WebSocket (`websocket`), and HTTP/2 with prior knowledge
-//!   or by ALPN `h2`).
+//!   or by ALPN `h2`); an HTTP/2 connection's writes are batched, one per
+//!   pass of the connection (`coalesce`).
 //! - Terminating chains (gateway SIMPLE/MUTUAL/OPTIONAL_MUTUAL) run the
 //!   rustls handshake with the chain's configuration (`tls::server`, built
 //!   once per runtime), then serve HTTP or proxy the decrypted bytes; a chain
