@@ -4,13 +4,16 @@
 # run alternately, and each run gives requests per weir CPU-second (CPU from /proc), split into
 # user and kernel microseconds per request.
 #
-#   bench/ab.sh [--runs N] [--duration S] [--rate R] [--nginx] [--wakeups] BIN_A [BIN_B ...]
+#   bench/ab.sh [--runs N] [--duration S] [--rate R] [--h2] [--nginx] [--wakeups] [--syscalls]
+#               BIN_A [BIN_B ...]
 #
 # --nginx adds nginx as a proxy subject (1 worker, upstream keep-alive pool, as in run.sh), so
 # the split can be compared with it. --wakeups also counts, on core 0, the wake-ups of sleeping
 # tasks and the inter-processor interrupts sent, per request (needs perf and tracepoints).
 # --rate R offers R requests/s over 64 connections (oha) instead of saturating with wrk, so that
-# subjects are compared at the same load.
+# subjects are compared at the same load. --h2 runs run.sh's HTTP/2 test instead (h2load -c16
+# -m32 over h2c; nginx then listens with http2). --syscalls counts each subject's system calls
+# per request (perf's syscall tracepoints), the calls made more than once per 100 requests.
 #
 # Build the binaries first, e.g. for two commits:
 #   git worktree add /tmp/weir-a <commit> && (cd /tmp/weir-a && cargo build --release -p weir)
@@ -24,6 +27,8 @@ DURATION=6
 BINS=()
 NGINX=0
 WAKEUPS=0
+SYSCALLS=0
+H2=0
 RATE=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -32,14 +37,18 @@ while [ $# -gt 0 ]; do
         --nginx) NGINX=1 ;;
         --rate) RATE=$2; shift ;;
         --wakeups) WAKEUPS=1 ;;
-        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --syscalls) SYSCALLS=1 ;;
+        --h2) H2=1 ;;
+        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) [ -x "$1" ] || { echo "ab.sh: $1 is not an executable" >&2; exit 2; }; BINS+=("$1") ;;
     esac
     shift
 done
 [ "${#BINS[@]}" -ge 1 ] || { echo "ab.sh: give at least one weir binary (try --help)" >&2; exit 2; }
 [ -z "$RATE" ] || command -v oha >/dev/null || { echo "ab.sh: --rate needs oha (bench/run.sh installs it)" >&2; exit 2; }
-[ "$WAKEUPS" = 0 ] || command -v perf >/dev/null || { echo "ab.sh: --wakeups needs perf" >&2; exit 2; }
+[ "$WAKEUPS$SYSCALLS" = 00 ] || command -v perf >/dev/null || { echo "ab.sh: --wakeups and --syscalls need perf" >&2; exit 2; }
+[ "$H2" = 0 ] || command -v h2load >/dev/null || { echo "ab.sh: --h2 needs h2load (bench/run.sh installs it)" >&2; exit 2; }
+[ -z "$RATE" ] || [ "$H2" = 0 ] || { echo "ab.sh: --rate and --h2 do not go together" >&2; exit 2; }
 for t in nginx wrk curl taskset python3; do
     command -v "$t" >/dev/null || { echo "ab.sh: $t is missing (bench/run.sh installs it)" >&2; exit 2; }
 done
@@ -91,7 +100,7 @@ if [ "$NGINX" = 1 ]; then
     upstream backend { server 127.0.0.1:$UP; keepalive 128; keepalive_requests 100000000; keepalive_timeout 300s; }
     proxy_http_version 1.1;
     proxy_set_header Connection "";
-    server { listen 127.0.0.1:$NPORT; location / { proxy_pass http://backend; } }
+    server { listen 127.0.0.1:$NPORT$([ "$H2" = 1 ] && echo ' http2'); location / { proxy_pass http://backend; } }
 }
 EOF
     } > "$WORK/proxy.conf"
@@ -108,6 +117,8 @@ ticks() {
     echo "$u $s"
 }
 HZ=$(getconf CLK_TCK)
+CURL_H2=()
+[ "$H2" = 0 ] || CURL_H2=(--http2-prior-knowledge)
 declare -A RESULTS SPLIT
 for run in $(seq 1 "$RUNS"); do
     for bin in "${BINS[@]}"; do
@@ -124,19 +135,33 @@ for run in $(seq 1 "$RUNS"); do
         PIDS+=("$wp")
         ok=0
         for _ in $(seq 1 300); do
-            [ "$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$port/" || true)" = 200 ] && { ok=1; break; }
+            [ "$(curl -s "${CURL_H2[@]}" -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$port/" || true)" = 200 ] \
+                && { ok=1; break; }
             kill -0 "$wp" 2>/dev/null || break
             sleep 0.1
         done
         [ "$ok" = 1 ] || { cat "$WORK/proxy.log" "$WORK/proxy-error.log" >&2 2>/dev/null; echo "ab.sh: $bin did not serve" >&2; exit 1; }
-        taskset -c 1 wrk -t1 -c64 -d2s "http://127.0.0.1:$port/" > /dev/null
+        if [ "$H2" = 1 ]; then
+            taskset -c 1 h2load -c16 -m32 -D 2 "http://127.0.0.1:$port/" > /dev/null
+        else
+            taskset -c 1 wrk -t1 -c64 -d2s "http://127.0.0.1:$port/" > /dev/null
+        fi
         if [ "$WAKEUPS" = 1 ]; then
             perf stat -x, -e sched:sched_waking,ipi:ipi_send_cpu -C 0 -o "$WORK/wakeups.csv" -- sleep "$DURATION" \
                 > /dev/null 2>&1 &
             sp=$!
         fi
+        if [ "$SYSCALLS" = 1 ]; then
+            pids=$(echo "$wp" $(pgrep -P "$wp" || true) | tr ' ' ,)
+            perf stat -x, -e 'syscalls:sys_enter_*' -p "$pids" -o "$WORK/syscalls.csv" -- sleep "$DURATION" \
+                > /dev/null 2>&1 &
+            cp=$!
+        fi
         read -r u0 s0 <<<"$(ticks "$wp")"
-        if [ -n "$RATE" ]; then
+        if [ "$H2" = 1 ]; then
+            out=$(taskset -c 1 h2load -c16 -m32 -D "$DURATION" "http://127.0.0.1:$port/")
+            requests=$(echo "$out" | awk '/^requests:/ {print $8}')
+        elif [ -n "$RATE" ]; then
             out=$(taskset -c 1 oha --no-tui -q "$RATE" -c 64 -z "${DURATION}s" "http://127.0.0.1:$port/")
             requests=$(echo "$out" | awk -v d="$DURATION" '/Requests\/sec:/ {printf "%d", $2 * d}')
         else
@@ -149,6 +174,10 @@ for run in $(seq 1 "$RUNS"); do
             wait "$sp" || true
             wake=$(awk -F, '$1 ~ /^[0-9]+$/ {printf "%s %s ", $3, $1}' "$WORK/wakeups.csv")
         fi
+        if [ "$SYSCALLS" = 1 ]; then
+            wait "$cp" || true
+            wake+=$(awk -F, '$1 ~ /^[0-9]+$/ && $1 > 0 {printf "%s %s ", $3, $1}' "$WORK/syscalls.csv")
+        fi
         kill "$wp"; wait "$wp" 2>/dev/null || true
         # shellcheck disable=SC2086  # $wake is name/count pairs
         line=$(python3 - "$requests" "$((u1 - u0))" "$((s1 - s0))" "$HZ" $wake <<'PY'
@@ -158,7 +187,9 @@ w = sys.argv[5:]
 per = int(n / max((u + s) / hz, 1e-9))
 text = f"{per} {u / hz / n * 1e6:.2f} {s / hz / n * 1e6:.2f}"
 for name, count in zip(w[::2], w[1::2]):
-    text += f" {name.split(':')[-1]}={int(count) / n:.3f}"
+    per_request = int(count) / n
+    if per_request >= 0.01:
+        text += f" {name.split(':')[-1].removeprefix('sys_enter_')}={per_request:.3f}"
 print(text)
 PY
 )
