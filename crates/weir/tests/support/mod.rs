@@ -84,7 +84,18 @@ impl Mesh {
 
     /// A request "from a pod" to `service`, through weir's sidecar listener.
     pub fn get(&self, service: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
-        request(self.listener, service, path, headers)
+        try_request(self.listener, service, path, headers).unwrap_or_else(|e| {
+            // A failure to connect is rare and timing-dependent: keep what weir said about it.
+            let pid = self.weir.child.id();
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+            let state =
+                state.as_deref().and_then(|s| s.rsplit(')').next()?.split_whitespace().next()).unwrap_or("gone");
+            panic!(
+                "GET http://{service}{path} via {}: {e} (weir pid {pid}, state {state}); its log:\n{}",
+                self.listener,
+                self.weir.log()
+            )
+        })
     }
 
     /// The product page (JSON), through weir.
