@@ -89,7 +89,6 @@ async fn simple_termination_picks_the_certificate_by_sni() {
     assert!(matches!(e.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof), "{e:?}");
 }
 
-/// MUTUAL: a client certificate from the CA (and with an allowed SAN) is required.
 /// HTTP/2 over TLS with many streams at once and bodies beyond the write buffer and the
 /// flow-control windows: the batched writes of an HTTP/2 connection (`coalesce`) sit above TLS,
 /// so every record must still reach the client.
@@ -145,6 +144,7 @@ async fn h2_over_tls_carries_concurrent_streams_with_large_bodies() {
     }
 }
 
+/// MUTUAL: a client certificate from the CA (and with an allowed SAN) is required.
 #[tokio::test]
 async fn mutual_requires_a_valid_client_certificate() {
     let pki = Pki::new("ca");
