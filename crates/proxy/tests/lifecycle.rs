@@ -39,35 +39,9 @@ async fn h2c_concurrent_streams_with_large_bodies_arrive_whole() {
     let b = Backend::start("b").await;
     let port = free_port();
     let _proxy = Proxy::start(&service("web", port, "HTTP", &[(b.port(), "v1")])).await;
-    let sock = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let (send, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(sock))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let calls = (0..64usize).map(|i| {
-        let mut send = send.clone();
-        tokio::spawn(async move {
-            // 0 to 96 KiB: small frames, frames that fill the buffer, bodies beyond a 64 KiB window.
-            let body = "x".repeat(i * 1536);
-            let req = http::Request::post(format!("http://web/big/{i}"))
-                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-                .unwrap();
-            send.ready().await.unwrap();
-            let resp = send.send_request(req).await.unwrap();
-            let status = resp.status();
-            let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
-            (i, status, body)
-        })
-    });
-    let calls: Vec<_> = calls.collect();
-    for call in calls {
-        let (i, status, body) = tokio::time::timeout(std::time::Duration::from_secs(10), call).await.unwrap().unwrap();
-        assert_eq!(status, 200);
-        let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(j["path"], format!("/big/{i}"));
-        assert_eq!(j["body"].as_str().map(str::len), Some(i * 1536), "request {i} echoed whole");
-    }
+    let Client::H2(send) = Client::h2(port).await else { unreachable!("Client::h2 gives HTTP/2") };
+    // 0 to 96 KiB: small frames, frames that fill the buffer, bodies beyond a 64 KiB window.
+    echo_concurrently(send, "http://web", "/big/", 64, 1536).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

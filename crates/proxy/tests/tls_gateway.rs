@@ -6,7 +6,7 @@
 mod common;
 
 use common::tls::{ClientOpts, Dir, Pki, TcpEcho, TlsEcho, TlsProxy, connect, https_get, metric, secret, tls_ask};
-use common::{Backend, free_port, get, service, wait_for};
+use common::{Backend, echo_concurrently, free_port, get, service, wait_for};
 
 fn gateway(servers: &str) -> String {
     format!(
@@ -119,29 +119,7 @@ async fn h2_over_tls_carries_concurrent_streams_with_large_bodies() {
             .await
             .unwrap();
     tokio::spawn(conn);
-    let calls: Vec<_> = (0..32usize)
-        .map(|i| {
-            let mut send = send.clone();
-            tokio::spawn(async move {
-                let body = "y".repeat(i * 3072);
-                let req = http::Request::post(format!("https://a.example.com/s/{i}"))
-                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
-                    .unwrap();
-                send.ready().await.unwrap();
-                let resp = send.send_request(req).await.unwrap();
-                let status = resp.status();
-                let body = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
-                (i, status, body)
-            })
-        })
-        .collect();
-    for call in calls {
-        let (i, status, body) = tokio::time::timeout(std::time::Duration::from_secs(10), call).await.unwrap().unwrap();
-        assert_eq!(status, 200);
-        let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(j["path"], format!("/s/{i}"));
-        assert_eq!(j["body"].as_str().map(str::len), Some(i * 3072), "request {i} echoed whole");
-    }
+    echo_concurrently(send, "https://a.example.com", "/s/", 32, 3072).await;
 }
 
 /// MUTUAL: a client certificate from the CA (and with an allowed SAN) is required.

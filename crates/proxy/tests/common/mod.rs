@@ -357,6 +357,38 @@ impl Client {
     }
 }
 
+/// Sends `streams` POSTs at once on the HTTP/2 connection `send`: request `i` goes to
+/// `{origin}{path}{i}` with a body of `i * step` bytes. Each must come back within 10 s as a 200
+/// from the echo backend, with its path and its whole body.
+pub async fn echo_concurrently(
+    send: hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    origin: &str,
+    path: &str,
+    streams: usize,
+    step: usize,
+) {
+    let calls: Vec<_> = (0..streams)
+        .map(|i| {
+            let mut send = send.clone();
+            let uri = format!("{origin}{path}{i}");
+            tokio::spawn(async move {
+                let req = Request::post(uri).body(Full::new(Bytes::from("x".repeat(i * step)))).unwrap();
+                send.ready().await.unwrap();
+                let resp = send.send_request(req).await.unwrap();
+                let status = resp.status();
+                (status, resp.into_body().collect().await.unwrap().to_bytes())
+            })
+        })
+        .collect();
+    for (i, call) in calls.into_iter().enumerate() {
+        let (status, body) = tokio::time::timeout(Duration::from_secs(10), call).await.unwrap().unwrap();
+        assert_eq!(status, 200, "request {i}");
+        let j: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(j["path"], format!("{path}{i}"));
+        assert_eq!(j["body"].as_str().map(str::len), Some(i * step), "request {i} echoed whole");
+    }
+}
+
 /// A GET on a new HTTP/1.1 connection.
 pub async fn get(port: u16, host: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
     Client::h1(port).await.get(host, path, headers).await
