@@ -143,13 +143,17 @@ async fn echo(
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let path = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    // `:authority` (HTTP/2), else `Host`.
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| parts.headers.get("host").map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned()));
     seen.lock().unwrap().push(Seen {
         method: parts.method.to_string(),
         path: path.clone(),
         version: parts.version,
-        authority: parts.uri.authority().map(|a| a.to_string()).unwrap_or_else(|| {
-            parts.headers.get("host").map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned()).unwrap_or_default()
-        }),
+        authority: authority.clone().unwrap_or_default(),
         headers: parts.headers.clone(),
         body: body.clone(),
     });
@@ -175,8 +179,7 @@ async fn echo(
         "path": path,
         "method": parts.method.as_str(),
         "version": format!("{:?}", parts.version),
-        "authority": parts.uri.authority().map(|a| a.to_string())
-            .or_else(|| parts.headers.get("host").map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())),
+        "authority": authority,
         "headers": headers,
         "body": String::from_utf8_lossy(&body),
     });
