@@ -116,6 +116,14 @@ ticks() {
     done
     echo "$u $s"
 }
+# Saturating load on $port for $1 seconds: h2load (--h2) or wrk; prints the tool's report.
+saturate() {
+    if [ "$H2" = 1 ]; then
+        taskset -c 1 h2load -c16 -m32 -D "$1" "http://127.0.0.1:$port/"
+    else
+        taskset -c 1 wrk -t1 -c64 -d"$1s" "http://127.0.0.1:$port/"
+    fi
+}
 HZ=$(getconf CLK_TCK)
 CURL_H2=()
 [ "$H2" = 0 ] || CURL_H2=(--http2-prior-knowledge)
@@ -141,11 +149,7 @@ for run in $(seq 1 "$RUNS"); do
             sleep 0.1
         done
         [ "$ok" = 1 ] || { cat "$WORK/proxy.log" "$WORK/proxy-error.log" >&2 2>/dev/null; echo "ab.sh: $bin did not serve" >&2; exit 1; }
-        if [ "$H2" = 1 ]; then
-            taskset -c 1 h2load -c16 -m32 -D 2 "http://127.0.0.1:$port/" > /dev/null
-        else
-            taskset -c 1 wrk -t1 -c64 -d2s "http://127.0.0.1:$port/" > /dev/null
-        fi
+        saturate 2 > /dev/null
         if [ "$WAKEUPS" = 1 ]; then
             perf stat -x, -e sched:sched_waking,ipi:ipi_send_cpu -C 0 -o "$WORK/wakeups.csv" -- sleep "$DURATION" \
                 > /dev/null 2>&1 &
@@ -158,15 +162,12 @@ for run in $(seq 1 "$RUNS"); do
             cp=$!
         fi
         read -r u0 s0 <<<"$(ticks "$wp")"
-        if [ "$H2" = 1 ]; then
-            out=$(taskset -c 1 h2load -c16 -m32 -D "$DURATION" "http://127.0.0.1:$port/")
-            requests=$(echo "$out" | awk '/^requests:/ {print $8}')
-        elif [ -n "$RATE" ]; then
+        if [ -n "$RATE" ]; then
             out=$(taskset -c 1 oha --no-tui -q "$RATE" -c 64 -z "${DURATION}s" "http://127.0.0.1:$port/")
             requests=$(echo "$out" | awk -v d="$DURATION" '/Requests\/sec:/ {printf "%d", $2 * d}')
         else
-            out=$(taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" "http://127.0.0.1:$port/")
-            requests=$(echo "$out" | awk '/requests in/ {print $1}')
+            # h2load: "requests: N total, N started, N done, N succeeded, ..."; wrk: "N requests in 6.00s".
+            requests=$(saturate "$DURATION" | awk '/^requests:/ {print $8} / requests in / {print $1}')
         fi
         read -r u1 s1 <<<"$(ticks "$wp")"
         wake=""
