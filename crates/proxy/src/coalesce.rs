@@ -24,7 +24,7 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Bytes held back before a write is forced; also the size from which a write goes straight to
 /// the socket. h2's own write buffer has the same size.
-pub(crate) const CAPACITY: usize = 16 * 1024;
+const CAPACITY: usize = 16 * 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
