@@ -32,6 +32,8 @@ pub mod runtime;
 pub mod server;
 mod sni;
 mod tcp;
+#[doc(hidden)]
+pub mod testing;
 pub mod tls;
 pub mod upstream;
 mod websocket;

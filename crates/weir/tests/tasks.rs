@@ -653,7 +653,7 @@ fn task7_mirroring() {
 
 #[test]
 fn weir_demo_serves_the_bundled_config() {
-    let base = free_port_block(BOOKINFO.len() as u16);
+    let base = weir_proxy::testing::free_ports(BOOKINFO.len() as u16);
     let (admin, gateway, mesh_port, proxy) = (free_port(), free_port(), free_port(), free_port());
     let dir = TempDir::new("demo");
     let stdout = dir.path().join("stdout");

@@ -25,10 +25,8 @@ use weir_compile::{ConfigStore, Input, MeshConfig, Node, Registry, Snapshot};
 use weir_proxy::server::ServeError;
 use weir_proxy::{AccessLogFormat, Options, Runtime, State};
 
-/// A port nothing listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+/// A port nothing listens on right now, outside the kernel's ephemeral range.
+pub use weir_proxy::testing::free_port;
 
 /// A new empty directory `weir-<tag>-<pid>-<n>` under the system temp dir.
 pub fn temp_dir(tag: &str) -> std::path::PathBuf {

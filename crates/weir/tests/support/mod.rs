@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -294,29 +294,9 @@ pub fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-/// A port that was free a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-/// The first of `n` consecutive ports that were free a moment ago.
-pub fn free_port_block(n: u16) -> u16 {
-    for _ in 0..200 {
-        let base = 20000 + fastrand_u16() % 30000;
-        let held: Vec<_> = (0..n).filter_map(|i| TcpListener::bind(("127.0.0.1", base + i)).ok()).collect();
-        if held.len() == usize::from(n) {
-            return base;
-        }
-    }
-    panic!("no block of {n} free ports");
-}
-
-pub fn fastrand_u16() -> u16 {
-    use std::hash::{BuildHasher as _, Hasher as _};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(Instant::now().elapsed().as_nanos());
-    h.finish() as u16
-}
+/// Ports for weir's listeners and admin server: free, outside the kernel's ephemeral range
+/// (see `weir_proxy::testing`).
+pub use weir_proxy::testing::free_port;
 
 /// A directory under the system temp dir, removed on drop.
 pub struct TempDir(PathBuf);
