@@ -4,6 +4,7 @@
 mod common;
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use common::*;
 use http::Version;
@@ -42,6 +43,33 @@ async fn h2c_concurrent_streams_with_large_bodies_arrive_whole() {
     let Client::H2(send) = Client::h2(port).await else { unreachable!("Client::h2 gives HTTP/2") };
     // 0 to 96 KiB: small frames, frames that fill the buffer, bodies beyond a 64 KiB window.
     echo_concurrently(send, "http://web", "/big/", 64, 1536).await;
+}
+
+/// Many HTTP/1.1 clients at once, sent upstream over one multiplexed HTTP/2 connection: every
+/// request (bodies beyond h2's write buffer and the flow-control windows) and its answer arrive
+/// whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_over_one_http2_upstream_arrive_whole() {
+    let b = Backend::start("b").await;
+    let port = free_port();
+    let _proxy = Proxy::start(&service("web", port, "HTTP2", &[(b.port(), "v1")])).await;
+    let calls: Vec<_> = (0..48)
+        .map(|i| {
+            tokio::spawn(async move {
+                let body = "x".repeat(i * 2048);
+                let r = Client::h1(port).await.send("POST", "web", &format!("/big/{i}"), &[], &body).await;
+                (i, r)
+            })
+        })
+        .collect();
+    for call in calls {
+        let (i, r) = tokio::time::timeout(Duration::from_secs(10), call).await.unwrap().unwrap();
+        assert_eq!(r.status, 200, "request {i}: {r:?}");
+        let j = r.json();
+        assert_eq!(j["version"], "HTTP/2.0");
+        assert_eq!(j["body"].as_str().map(str::len), Some(i * 2048), "request {i} arrived whole");
+    }
+    assert_eq!(b.connections.load(Ordering::SeqCst), 1, "one multiplexed HTTP/2 connection upstream");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
