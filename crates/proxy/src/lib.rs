@@ -11,6 +11,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod alloc;
 pub mod body;
 mod coalesce;
 mod connect;

@@ -59,6 +59,7 @@ pub fn run(options: Options) -> Result<(), RunError> {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(options.concurrency)
             .thread_name("weir-worker")
+            .on_thread_start(crate::alloc::serve_traffic_on_this_thread)
             .enable_all()
             .build()
     }
@@ -98,6 +99,10 @@ pub fn run(options: Options) -> Result<(), RunError> {
         let _guard = rt.enter();
         crate::resolve::spawn_refresher(state.clone())
     };
+    // With one worker this thread serves traffic from here on (the first load is done).
+    if state.options.concurrency <= 1 {
+        crate::alloc::serve_traffic_on_this_thread();
+    }
     let result = rt.block_on(serve_until_signal(state.clone(), &admin, signals));
     refresher.abort();
 

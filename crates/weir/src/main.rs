@@ -89,6 +89,9 @@ pub enum Output {
     Json,
 }
 
+#[global_allocator]
+static GLOBAL: weir_proxy::alloc::SplitAlloc = weir_proxy::alloc::SplitAlloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
