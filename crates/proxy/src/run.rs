@@ -53,7 +53,8 @@ pub fn run(options: Options) -> Result<(), RunError> {
     init_tracing();
     // One worker: a current-thread runtime on this thread, without the work-stealing
     // scheduler's cross-thread bookkeeping (about 10% less CPU per request, BENCHMARKS.md).
-    let rt = if options.concurrency <= 1 {
+    let on_this_thread = options.concurrency <= 1;
+    let rt = if on_this_thread {
         tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
@@ -100,7 +101,7 @@ pub fn run(options: Options) -> Result<(), RunError> {
         crate::resolve::spawn_refresher(state.clone())
     };
     // With one worker this thread serves traffic from here on (the first load is done).
-    if state.options.concurrency <= 1 {
+    if on_this_thread {
         crate::alloc::serve_traffic_on_this_thread();
     }
     let result = rt.block_on(serve_until_signal(state.clone(), &admin, signals));
