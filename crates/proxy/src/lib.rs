@@ -16,6 +16,7 @@ pub mod body;
 mod coalesce;
 mod connect;
 pub mod demo;
+mod drain;
 pub mod filters;
 pub mod headers;
 pub mod lb;

@@ -36,13 +36,13 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use weir_compile::model::{BindScope, ChainAction, ListenerRole, Str};
 
 use crate::coalesce::Coalesce;
+use crate::drain::{Drain, Guard, Phase};
 use crate::request::{Conn, ConnTarget};
 use crate::runtime::Runtime;
 use crate::{Options, State};
@@ -282,8 +282,7 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
     closed: tokio::sync::oneshot::Sender<()>,
 ) {
-    let graceful = GracefulShutdown::new();
-    let (hard_tx, hard_rx) = watch::channel(false);
+    let drain = Drain::new();
     let builder = Arc::new(http_builder());
     let warned = Arc::new(Warned::default());
     loop {
@@ -292,17 +291,8 @@ async fn accept_loop(
             r = socket.accept() => match r {
                 Ok((sock, peer)) => {
                     let key = key.borrow().clone();
-                    let watchers = (graceful.watcher(), graceful.watcher());
-                    tokio::spawn(connection(
-                        state.clone(),
-                        sock,
-                        peer,
-                        key,
-                        watchers,
-                        hard_rx.clone(),
-                        builder.clone(),
-                        warned.clone(),
-                    ));
+                    let guards = (drain.guard(), drain.guard());
+                    tokio::spawn(connection(state.clone(), sock, peer, key, guards, builder.clone(), warned.clone()));
                 }
                 Err(e) => {
                     // Usually out of file descriptors: back off instead of spinning.
@@ -314,20 +304,19 @@ async fn accept_loop(
     }
     drop(socket);
     let _ = closed.send(());
-    if tokio::time::timeout(state.options.drain_timeout, graceful.shutdown()).await.is_err() {
+    drain.set(Phase::Draining);
+    if tokio::time::timeout(state.options.drain_timeout, drain.idle()).await.is_err() {
         tracing::info!("drain timeout: closing the remaining connections");
-        let _ = hard_tx.send(true);
+        drain.set(Phase::Closing);
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn connection(
     state: Arc<State>,
     mut sock: TcpStream,
     peer: SocketAddr,
     key: Key,
-    (watcher, tunnel_watcher): (Watcher, Watcher),
-    hard: watch::Receiver<bool>,
+    (guard, tunnel_guard): (Guard, Guard),
     builder: Arc<auto::Builder<BoxingExecutor>>,
     warned: Arc<Warned>,
 ) {
@@ -335,7 +324,7 @@ async fn connection(
     let open = OpenConnection::new(&state);
     let _ = sock.set_nodelay(true);
     let Ok(local) = sock.local_addr() else { return };
-    let http = Http { state: state.clone(), peer, local, open, tunnel_watcher, watcher, hard: hard.clone(), builder };
+    let http = Http { state: state.clone(), peer, local, open, guard, tunnel_guard, builder };
     let (scope, name) = match key {
         Key::Proxy => return http.serve(sock, ConnTarget::Proxy, ListenerRole::SidecarOutbound, false).await,
         Key::Listener { scope, name } => (scope, name),
@@ -446,20 +435,21 @@ struct Http {
     peer: SocketAddr,
     local: SocketAddr,
     open: OpenConnection,
-    watcher: Watcher,
-    tunnel_watcher: Watcher,
-    hard: watch::Receiver<bool>,
+    /// Keeps the listener's drain waiting, and tells the connection when to end.
+    guard: Guard,
+    /// Moves into `Lifetime`, for a WebSocket tunnel that outlives hyper's connection.
+    tunnel_guard: Guard,
     builder: Arc<auto::Builder<BoxingExecutor>>,
 }
 
 impl Http {
     /// Runs a TCP proxy future until it ends or the drain timeout passes.
-    async fn tcp(mut self, proxy: impl std::future::Future<Output = ()>) {
+    async fn tcp(self, proxy: impl std::future::Future<Output = ()>) {
         tokio::select! {
+            biased;
             _ = proxy => {}
-            _ = self.hard.changed() => {}
+            _ = self.guard.closing() => {}
         }
-        drop(self.watcher);
     }
 
     /// Serves HTTP/1.1 and HTTP/2 on `io`; `tls`: the connection was TLS-terminated here.
@@ -467,14 +457,14 @@ impl Http {
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let Http { state, peer, local, open, watcher, tunnel_watcher, mut hard, builder } = self;
+        let Http { state, peer, local, open, guard, tunnel_guard, builder } = self;
         let reason = match role {
             ListenerRole::Gateway => state.options.reason_header_gateway,
             ListenerRole::SidecarOutbound => state.options.reason_header_sidecar,
         };
         // The connection's count and drain watch move into `Conn`: an upgraded (WebSocket) connection
         // outlives hyper's connection future, and its tunnel holds `Conn` until it closes.
-        let lifetime = Lifetime { _open: open, _drain: tunnel_watcher, hard: hard.clone(), tls };
+        let lifetime = Lifetime { _open: open, drain: tunnel_guard, tls };
         let conn = Arc::new(Conn {
             state,
             target,
@@ -487,18 +477,11 @@ impl Http {
             lifetime,
         });
         let service = hyper::service::service_fn(move |req| crate::request::handle(conn.clone(), req));
-        let serving = watcher
-            .watch(builder.serve_connection_with_upgrades(TokioIo::new(Coalesce::new(io)), service).into_owned());
-        tokio::select! {
-            // The connection first: the drain deadline rarely fires, and polling in a fixed
-            // order spares a random draw per wake-up.
-            biased;
-            r = serving => {
-                if let Err(e) = r {
-                    tracing::debug!(%peer, error = %e, "downstream connection ended with an error");
-                }
-            }
-            _ = hard.changed() => {}
+        let serving = builder.serve_connection_with_upgrades(TokioIo::new(Coalesce::new(io)), service).into_owned();
+        let serving = std::pin::pin!(serving);
+        let ended = crate::drain::serve(serving, guard.signal(), |c| c.graceful_shutdown()).await;
+        if let Some(Err(e)) = ended {
+            tracing::debug!(%peer, error = %e, "downstream connection ended with an error");
         }
     }
 }
@@ -508,9 +491,9 @@ impl Http {
 /// continues after hyper handed the socket over.
 pub(crate) struct Lifetime {
     _open: OpenConnection,
-    _drain: Watcher,
-    /// Turns true when the drain timeout passes: tunnels close then.
-    pub hard: watch::Receiver<bool>,
+    /// Keeps the listener's drain waiting; `closing()` resolves when its timeout passes
+    /// (tunnels close then).
+    pub drain: Guard,
     /// The connection was TLS-terminated by this listener (`x-forwarded-proto: https`).
     #[allow(dead_code)] // read by request handling for x-forwarded-proto
     pub tls: bool,

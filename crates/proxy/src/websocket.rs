@@ -80,7 +80,7 @@ pub(crate) fn set_upgrade_headers(headers: &mut HeaderMap, protocol: HeaderValue
 
 /// Splices the client's and the upstream's upgraded connections, then records `x`.
 pub(crate) async fn splice(mut x: Box<Exchange>, downstream: OnUpgrade, upstream: OnUpgrade) {
-    let mut hard = x.conn.lifetime.hard.clone();
+    let conn = x.conn.clone();
     let (down, up) = tokio::join!(downstream, upstream);
     let (down, up) = match (down, up) {
         (Ok(d), Ok(u)) => (d, u),
@@ -100,7 +100,7 @@ pub(crate) async fn splice(mut x: Box<Exchange>, downstream: OnUpgrade, upstream
                 tracing::debug!(error = %e, "WebSocket tunnel ended with an error");
             }
         }
-        _ = hard.wait_for(|closing| *closing) => {
+        _ = conn.lifetime.drain.closing() => {
             tracing::debug!("drain timeout: closing a WebSocket tunnel");
         }
     }
