@@ -185,6 +185,43 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_closes_idle_connections_at_once_and_sends_http2_goaway() {
+    let b = Backend::start("b").await;
+    let port = free_port();
+    let proxy = Proxy::start(&service("gd", port, "HTTP", &[(b.port(), "v1")])).await;
+    let request = |path: &str, delay: &str| {
+        let req = http::Request::get(format!("http://gd{path}")).header("host", "gd").header("x-test-delay-ms", delay);
+        req.body(http_body_util::Full::<bytes::Bytes>::default()).unwrap()
+    };
+    // An idle HTTP/1.1 keep-alive connection that has served one request.
+    let sock = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut h1, h1_conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(sock)).await.unwrap();
+    let h1_conn = tokio::spawn(h1_conn);
+    assert_eq!(h1.send_request(request("/", "0")).await.unwrap().status(), 200);
+    // An HTTP/2 connection with a slow request in flight.
+    let sock = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(sock);
+    let (h2, h2_conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+    let h2_conn = tokio::spawn(h2_conn);
+    let mut send = h2.clone();
+    let slow = tokio::spawn(async move { send.send_request(request("/slow", "1000")).await.map(|r| r.status()) });
+    wait_for("the slow request upstream", || b.seen().iter().any(|s| s.path == "/slow")).await;
+
+    proxy.shutdown();
+    // The idle connection is closed by weir at once, not after the drain.
+    tokio::time::timeout(Duration::from_secs(5), h1_conn).await.expect("idle HTTP/1.1 connection closed").unwrap().ok();
+    assert!(!slow.is_finished(), "the idle connection closed before the in-flight request ended");
+    // The request in flight on the HTTP/2 connection completes; the connection then ends (GOAWAY).
+    assert_eq!(slow.await.unwrap().unwrap(), 200);
+    tokio::time::timeout(Duration::from_secs(5), h2_conn).await.expect("HTTP/2 connection ended").unwrap().ok();
+    let mut late = h2.clone();
+    assert!(late.send_request(request("/late", "0")).await.is_err(), "no new stream after GOAWAY");
+    let result = tokio::time::timeout(Duration::from_secs(5), proxy.task).await;
+    assert!(matches!(result, Ok(Ok(Ok(())))), "serve returns after draining: {result:?}");
+    assert!(!b.seen().iter().any(|s| s.path == "/late"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_timeout_bounds_shutdown() {
     let b = Backend::start("b").await;
     let port = free_port();
@@ -237,6 +274,44 @@ async fn tcp_ports_are_proxied() {
     let mut buf = [0u8; 4];
     s.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"ping");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_keeps_tcp_connections_until_its_timeout_then_closes_them() {
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let port = free_port();
+    let mut options = options(0);
+    options.drain_timeout = Duration::from_millis(300);
+    let proxy = Proxy::start_with(options, &service("echo", port, "TCP", &[(echo_port, "v1")])).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut buf = [0u8; 4];
+    s.write_all(b"ping").await.unwrap();
+    s.read_exact(&mut buf).await.unwrap();
+    let started = std::time::Instant::now();
+    proxy.shutdown();
+    // Still proxied while the drain waits for it...
+    s.write_all(b"pong").await.unwrap();
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"pong");
+    // ...and closed by weir once the drain timeout passes.
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.expect("closed").unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(started.elapsed() >= Duration::from_millis(250), "closed after {:?}", started.elapsed());
+    let result = tokio::time::timeout(Duration::from_secs(5), proxy.task).await;
+    assert!(matches!(result, Ok(Ok(Ok(())))), "{result:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
