@@ -253,20 +253,7 @@ async fn a_port_in_use_is_a_bind_error_naming_the_objects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_ports_are_proxied() {
-    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let echo_port = echo.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = echo.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 64];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
+    let echo_port = tcp_echo_server().await;
     let port = free_port();
     let _proxy = Proxy::start(&service("echo", port, "TCP", &[(echo_port, "v1")])).await;
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -278,20 +265,7 @@ async fn tcp_ports_are_proxied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_keeps_tcp_connections_until_its_timeout_then_closes_them() {
-    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let echo_port = echo.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = echo.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 64];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
+    let echo_port = tcp_echo_server().await;
     let port = free_port();
     let mut options = options(0);
     options.drain_timeout = Duration::from_millis(300);

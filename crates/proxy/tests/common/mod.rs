@@ -358,6 +358,26 @@ impl Client {
     }
 }
 
+/// A TCP server on an ephemeral port that sends back what it reads; its port.
+pub async fn tcp_echo_server() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
 /// Sends `streams` POSTs at once on the HTTP/2 connection `send`: request `i` goes to
 /// `{origin}{path}{i}` with a body of `i * step` bytes. Each must come back within 10 s as a 200
 /// from the echo backend, with its path and its whole body.
