@@ -462,7 +462,7 @@ impl Http {
             ListenerRole::Gateway => state.options.reason_header_gateway,
             ListenerRole::SidecarOutbound => state.options.reason_header_sidecar,
         };
-        // The connection's count and drain watch move into `Conn`: an upgraded (WebSocket) connection
+        // The connection's count and drain guard move into `Conn`: an upgraded (WebSocket) connection
         // outlives hyper's connection future, and its tunnel holds `Conn` until it closes.
         let lifetime = Lifetime { _open: open, drain: tunnel_guard, tls };
         let conn = Arc::new(Conn {
