@@ -438,6 +438,31 @@ const H2: usize = 1;
 /// Times an unsent request is moved to another connection.
 const UNSENT_RETRIES: u32 = 3;
 
+thread_local! {
+    /// HTTP/1.1 upstream requests this thread has begun and not yet got an answer head for. Each
+    /// thread's counter lives for the process, so a guard that moves to another thread with its
+    /// task still decrements the counter it incremented.
+    static SENDING: &'static AtomicU32 = Box::leak(Box::new(AtomicU32::new(0)));
+}
+
+/// Counts one HTTP/1.1 upstream request in its thread's `SENDING` until dropped.
+struct Sending(&'static AtomicU32);
+
+impl Sending {
+    /// Counts the caller; whether another request of this thread was already on its way.
+    fn start() -> (Sending, bool) {
+        let counter = SENDING.with(|c| *c);
+        let others = counter.fetch_add(1, Ordering::Relaxed);
+        (Sending(counter), others > 0)
+    }
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Pool {
     pub fn new(connectors: [Connector; 2], settings: ConnSettings, breakers: Arc<Breakers>) -> Pool {
         Pool {
@@ -517,6 +542,7 @@ impl Pool {
         let authority = uri.authority().map(|a| a.as_str());
         let mut upload = h1::Upload::new(method, target, headers, authority, body);
         let mut unsent = 0;
+        let (_sending, others) = Sending::start();
         loop {
             let conn = self.checkout(H1, uri).await?;
             let (conn, lease) = self.request_slot(conn)?;
@@ -525,8 +551,11 @@ impl Pool {
             };
             c.used += 1;
             // Let the other requests that are ready reach this point first, so their writes
-            // go out together: each upstream wake-up then serves a batch (BENCHMARKS.md).
-            tokio::task::yield_now().await;
+            // go out together: each upstream wake-up then serves a batch (BENCHMARKS.md). Alone,
+            // there is nothing to batch, and yielding would cost an extra turn of the event loop.
+            if others {
+                tokio::task::yield_now().await;
+            }
             match h1::exchange(Arc::downgrade(self), c, upload, method).await {
                 Ok(resp) => return Ok((resp.map(UpBody::H1), lease)),
                 Err(h1::ExchangeError::Unsent(u)) if unsent < UNSENT_RETRIES => {
@@ -981,6 +1010,21 @@ where
 mod tests {
     use super::*;
     use weir_compile::policy::{F64, RetryBudget};
+
+    #[test]
+    fn sending_counts_this_threads_requests_until_they_are_answered() {
+        let (a, others) = Sending::start();
+        assert!(!others, "the first request has nothing to wait for");
+        let (b, others) = Sending::start();
+        assert!(others);
+        drop(a);
+        let (c, others) = Sending::start();
+        assert!(others, "b is still on its way");
+        drop((b, c));
+        let other_thread = std::thread::spawn(|| Sending::start().1).join().unwrap();
+        assert!(!other_thread, "each thread counts its own");
+        assert!(!Sending::start().1);
+    }
 
     fn breakers(f: impl FnOnce(&mut ConnectionPool)) -> Arc<Breakers> {
         let mut p = ConnectionPool::default();
