@@ -552,7 +552,8 @@ impl Pool {
             c.used += 1;
             // Let the other requests that are ready reach this point first, so their writes
             // go out together: each upstream wake-up then serves a batch (BENCHMARKS.md). Alone,
-            // there is nothing to batch, and yielding would cost an extra turn of the event loop.
+            // there is nothing to batch, and a yielded task waits behind whatever the scheduler's
+            // next check for events brings in.
             if others {
                 tokio::task::yield_now().await;
             }
