@@ -5,7 +5,7 @@
 # user and kernel microseconds per request.
 #
 #   bench/ab.sh [--runs N] [--duration S] [--rate R] [--h2] [--nginx] [--wakeups] [--syscalls]
-#               BIN_A [BIN_B ...]
+#               [--profile DIR] BIN_A [BIN_B ...]
 #
 # --nginx adds nginx as a proxy subject (1 worker, upstream keep-alive pool, as in run.sh), so
 # the split can be compared with it. --wakeups also counts, on core 0, the wake-ups of sleeping
@@ -14,6 +14,10 @@
 # subjects are compared at the same load. --h2 runs run.sh's HTTP/2 test instead (h2load -c16
 # -m32 over h2c; nginx then listens with http2). --syscalls counts each subject's system calls
 # per request (perf's syscall tracepoints), the calls made more than once per 100 requests.
+# --profile DIR records each measured run with perf (999 Hz, DWARF call graphs, the subject's
+# threads only) into DIR/<name>-<run>.data, prints its self time by crate or library in µs per
+# request, and with inferno on PATH (cargo install inferno) draws DIR/<name>-<run>.svg. Sampling
+# costs the subject a few per cent, so compare profiled runs only with each other.
 #
 # Build the binaries first, e.g. for two commits:
 #   git worktree add /tmp/weir-a <commit> && (cd /tmp/weir-a && cargo build --release -p weir)
@@ -30,6 +34,7 @@ WAKEUPS=0
 SYSCALLS=0
 H2=0
 RATE=""
+PROFILE=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --runs) RUNS=$2; shift ;;
@@ -39,14 +44,15 @@ while [ $# -gt 0 ]; do
         --wakeups) WAKEUPS=1 ;;
         --syscalls) SYSCALLS=1 ;;
         --h2) H2=1 ;;
-        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --profile) PROFILE=$2; shift ;;
+        -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) [ -x "$1" ] || { echo "ab.sh: $1 is not an executable" >&2; exit 2; }; BINS+=("$1") ;;
     esac
     shift
 done
 [ "${#BINS[@]}" -ge 1 ] || { echo "ab.sh: give at least one weir binary (try --help)" >&2; exit 2; }
 [ -z "$RATE" ] || command -v oha >/dev/null || { echo "ab.sh: --rate needs oha (bench/run.sh installs it)" >&2; exit 2; }
-[ "$WAKEUPS$SYSCALLS" = 00 ] || command -v perf >/dev/null || { echo "ab.sh: --wakeups and --syscalls need perf" >&2; exit 2; }
+[ "$WAKEUPS$SYSCALLS" = 00 ] && [ -z "$PROFILE" ] || command -v perf >/dev/null || { echo "ab.sh: --wakeups, --syscalls and --profile need perf" >&2; exit 2; }
 [ "$H2" = 0 ] || command -v h2load >/dev/null || { echo "ab.sh: --h2 needs h2load (bench/run.sh installs it)" >&2; exit 2; }
 [ -z "$RATE" ] || [ "$H2" = 0 ] || { echo "ab.sh: --rate and --h2 do not go together" >&2; exit 2; }
 for t in nginx wrk curl taskset python3; do
@@ -161,6 +167,14 @@ for run in $(seq 1 "$RUNS"); do
                 > /dev/null 2>&1 &
             cp=$!
         fi
+        if [ -n "$PROFILE" ]; then
+            mkdir -p "$PROFILE"
+            pdata="$PROFILE/$(basename "$bin")-$run.data"
+            pids=$(echo "$wp" $(pgrep -P "$wp" || true) | tr ' ' ,)
+            perf record -q -F 999 --call-graph dwarf,16384 -p "$pids" -o "$pdata" -- sleep "$DURATION" \
+                > /dev/null 2>&1 &
+            pp=$!
+        fi
         read -r u0 s0 <<<"$(ticks "$wp")"
         if [ -n "$RATE" ]; then
             out=$(taskset -c 1 oha --no-tui -q "$RATE" -c 64 -z "${DURATION}s" "http://127.0.0.1:$port/")
@@ -179,6 +193,7 @@ for run in $(seq 1 "$RUNS"); do
             wait "$cp" || true
             wake+=$(awk -F, '$1 ~ /^[0-9]+$/ && $1 > 0 {printf "%s %s ", $3, $1}' "$WORK/syscalls.csv")
         fi
+        [ -z "$PROFILE" ] || wait "$pp" || true
         kill "$wp"; wait "$wp" 2>/dev/null || true
         # shellcheck disable=SC2086  # $wake is name/count pairs
         line=$(python3 - "$requests" "$((u1 - u0))" "$((s1 - s0))" "$HZ" $wake <<'PY'
@@ -197,6 +212,15 @@ PY
         read -r per us ss extra <<<"$line"
         printf 'run %s  %-40s %7s req per CPU-second  user %5s + kernel %5s µs per request  %s\n' \
             "$run" "$bin" "$per" "$us" "$ss" "${extra:-}"
+        if [ -n "$PROFILE" ]; then
+            python3 "$LIB" profile-summary "$pdata" --top 15 \
+                --us-per-request "$(python3 -c "print($us + $ss)")" | sed 's/^/    /'
+            if command -v inferno-collapse-perf >/dev/null && command -v inferno-flamegraph >/dev/null; then
+                perf script -i "$pdata" 2>/dev/null | inferno-collapse-perf 2>/dev/null \
+                    | inferno-flamegraph --title "$(basename "$bin") run $run" > "${pdata%.data}.svg" \
+                    && echo "    flame graph: ${pdata%.data}.svg"
+            fi
+        fi
         RESULTS[$bin]="${RESULTS[$bin]:-} $per"
         SPLIT[$bin]="${SPLIT[$bin]:-} $us/$ss"
     done

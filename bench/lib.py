@@ -505,6 +505,61 @@ def cmd_reload(a):
     return 0
 
 
+# --- profiles ---------------------------------------------------------------------------------
+
+# Where a symbol's code comes from: the crate of the type or function it names (a trait method
+# on a generic type goes to the trait's crate; `drop_in_place<T>` to T's), or the library.
+_GENERIC = re.compile(r"^<[A-Z]\w* as ")
+_PATH = re.compile(r"([a-z_][a-z0-9_]*)::")
+
+
+def symbol_origin(dso, sym):
+    if dso.startswith("[kernel"):
+        return "kernel"
+    if dso.startswith("[vdso"):
+        return "vDSO (clock reads)"
+    if not dso.startswith("weir") and "::" not in sym:
+        if sym.startswith("__mem") or sym.startswith("__memcpy"):
+            return "libc memcpy/memmove/memcmp"
+        return dso.split(".so")[0]
+    if sym.startswith(("mi_", "_mi_")):
+        return "mimalloc"
+    s = sym
+    for wrapper in ("core::ptr::drop_in_place<", "<core::pin::Pin<P> as "):
+        if s.startswith(wrapper) and wrapper.startswith("core::ptr"):
+            s = s[len(wrapper):]
+    s = _GENERIC.sub("<", s)
+    m = _PATH.search(s)
+    return m.group(1) if m else "other"
+
+
+def cmd_profile_summary(a):
+    """Self time of a perf.data by where the code comes from, then the top symbols."""
+    out = subprocess.run(["perf", "report", "-i", a.data, "--no-children", "-g", "none", "--sort", "dso,sym",
+                          "--stdio"], capture_output=True, text=True, check=True).stdout
+    rows = []
+    for line in out.splitlines():
+        m = re.match(r"\s*([0-9.]+)%\s+(\S+)\s+\[[.k]\]\s+(.*)$", line)
+        if m:
+            rows.append((float(m.group(1)), m.group(2), m.group(3).strip()))
+    if not rows:
+        print(f"{a.data}: no samples", file=sys.stderr)
+        return 1
+    by = {}
+    for pct, dso, sym in rows:
+        o = symbol_origin(dso, sym)
+        by[o] = by.get(o, 0) + pct
+    per = f" = µs per request ({a.us_per_request:.2f} µs of CPU each)" if a.us_per_request else ""
+    print(f"self time by origin (share of samples{per}):")
+    for o, pct in sorted(by.items(), key=lambda kv: -kv[1])[: a.top]:
+        us = f"  {pct / 100 * a.us_per_request:5.2f} µs" if a.us_per_request else ""
+        print(f"  {pct:6.2f}%{us}  {o}")
+    print(f"top {a.top} symbols:")
+    for pct, dso, sym in rows[: a.top]:
+        print(f"  {pct:6.2f}%  {symbol_origin(dso, sym):<28} {sym[:110]}")
+    return 0
+
+
 # --- report -----------------------------------------------------------------------------------
 
 SUBJECTS = ["direct", "nginx", "haproxy", "weir"]
@@ -799,6 +854,11 @@ def main():
     p.add_argument("--signal-pid", type=int, default=0)
     p.add_argument("--signal", type=int, default=1)
     p.set_defaults(f=cmd_reload)
+    p = sub.add_parser("profile-summary", help="a perf.data's self time by crate or library (ab.sh --profile)")
+    p.add_argument("data")
+    p.add_argument("--top", type=int, default=25)
+    p.add_argument("--us-per-request", type=float, default=0, help="CPU µs per request, to turn shares into µs")
+    p.set_defaults(f=cmd_profile_summary)
     p = sub.add_parser("report")
     p.add_argument("results")
     p.add_argument("--large", type=int, default=10000)
