@@ -41,6 +41,18 @@ const ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path
 const ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
 const EXPECTED_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
 const SERVICE_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
+
+/// Overwrites the response's `Server` header as Istio configures Envoy to (server header
+/// transformation `OVERWRITE`): `istio-envoy` at gateways, Envoy's default `envoy` on sidecar
+/// outbound listeners. It comes after the route's response header operations, as Envoy's
+/// connection manager sets it after its filters, so a VirtualService cannot change it.
+fn set_server(headers: &mut HeaderMap, role: ListenerRole) {
+    let name = match role {
+        ListenerRole::Gateway => "istio-envoy",
+        ListenerRole::SidecarOutbound => "envoy",
+    };
+    headers.insert(header::SERVER, HeaderValue::from_static(name));
+}
 const RQ_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-upstream-rq-timeout-ms");
 const RQ_PER_TRY_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-upstream-rq-per-try-timeout-ms");
 const RETRIABLE_CODES: HeaderName = HeaderName::from_static("x-envoy-retriable-status-codes");
@@ -235,6 +247,7 @@ impl Pipeline {
     /// Attaches the exchange record to `resp`.
     fn respond(mut self: Box<Self>, mut resp: Response<RespBody>) -> Response<RespBody> {
         self.x.status = resp.status().as_u16();
+        set_server(resp.headers_mut(), self.conn.role);
         // Only gRPC requests report a gRPC status (Istio's `grpc_response_status`).
         if self.x.grpc && self.x.grpc_status.is_none() {
             self.x.grpc_status = resp.headers().get(crate::local_reply::GRPC_STATUS).cloned();
@@ -604,6 +617,7 @@ impl Pipeline {
                 if let Some((downstream, upstream, _)) = tunnel {
                     // The route deadline ends here: it covered the wait for the 101, not the tunnel.
                     self.x.status = StatusCode::SWITCHING_PROTOCOLS.as_u16();
+                    set_server(&mut rparts.headers, self.conn.role);
                     tokio::spawn(websocket::splice(self.x, downstream, upstream));
                     return Response::from_parts(rparts, RespBody::empty());
                 }

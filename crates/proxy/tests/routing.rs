@@ -160,7 +160,7 @@ spec:
         add: {{x-multi: b}}
         remove: [x-drop]
       response:
-        set: {{x-resp: route}}
+        set: {{x-resp: route, server: from-route}}
         remove: [x-upstream-secret]
     route:
     - destination: {{host: h, subset: v1}}
@@ -200,6 +200,8 @@ spec:
         assert_eq!(r.header("x-dest-resp"), Some(backend.clone()));
         assert!(r.header("x-upstream-secret").is_none());
         assert!(r.header("x-envoy-upstream-service-time").is_some());
+        // Istio's sidecar outbound listeners overwrite the upstream's (and the route's) Server.
+        assert_eq!(r.header("server").as_deref(), Some("envoy"));
     }
     // x-request-id from the client is propagated.
     let r = c.get("h", "/", &[("x-request-id", "abc-123")]).await;
@@ -239,9 +241,11 @@ spec:
     assert_eq!(r.backend(), "productpage");
     assert_eq!(r.upstream_header("x-forwarded-for").as_deref(), Some("203.0.113.9, 127.0.0.1"));
     assert_eq!(r.upstream_header("x-forwarded-proto").as_deref(), Some("http"));
+    assert_eq!(r.header("server").as_deref(), Some("istio-envoy"), "gateways name themselves istio-envoy");
     let r = get(gw_port, "bookinfo.example.com", "/other", &[]).await;
     assert_eq!(r.status, 404);
     assert_eq!(r.body, "");
+    assert_eq!(r.header("server").as_deref(), Some("istio-envoy"), "local replies too");
     assert_eq!(r.header("x-weir-reason").as_deref(), Some("NR VirtualService default/bookinfo"));
     let r = get(gw_port, "unknown.example.com", "/productpage", &[]).await;
     assert_eq!(r.status, 404);

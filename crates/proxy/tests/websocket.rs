@@ -278,6 +278,7 @@ async fn websocket_echo_goes_through_weir() {
     assert!(head_header(&head, "connection").is_some_and(|c| c.eq_ignore_ascii_case("upgrade")), "{head}");
     assert_eq!(head_header(&head, "x-backend").as_deref(), Some("ws"));
     assert_eq!(head_header(&head, "x-resp").as_deref(), Some("seen"), "response header operations apply to the 101");
+    assert_eq!(head_header(&head, "server").as_deref(), Some("envoy"), "{head}");
 
     let upstream = b.heads();
     assert_eq!(upstream.len(), 1);

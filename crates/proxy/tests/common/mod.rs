@@ -185,6 +185,7 @@ async fn echo(
     *resp.status_mut() = status;
     resp.headers_mut().insert("x-backend", name.parse().unwrap());
     resp.headers_mut().insert("x-upstream-secret", "s3cret".parse().unwrap());
+    resp.headers_mut().insert("server", "test-backend".parse().unwrap());
     resp.headers_mut().insert("content-type", "application/json".parse().unwrap());
     Ok(resp)
 }
