@@ -4,15 +4,16 @@
 # run alternately, and each run gives requests per weir CPU-second (CPU from /proc), split into
 # user and kernel microseconds per request.
 #
-#   bench/ab.sh [--runs N] [--duration S] [--rate R] [--h2] [--nginx] [--wakeups] [--syscalls]
-#               [--profile DIR] BIN_A [BIN_B ...]
+#   bench/ab.sh [--runs N] [--duration S] [--rate R] [--h2 | --tls] [--nginx] [--wakeups]
+#               [--syscalls] [--profile DIR] BIN_A [BIN_B ...]
 #
 # --nginx adds nginx as a proxy subject (1 worker, upstream keep-alive pool, as in run.sh), so
 # the split can be compared with it. --wakeups also counts, on core 0, the wake-ups of sleeping
 # tasks and the inter-processor interrupts sent, per request (needs perf and tracepoints).
 # --rate R offers R requests/s over 64 connections (oha) instead of saturating with wrk, so that
 # subjects are compared at the same load. --h2 runs run.sh's HTTP/2 test instead (h2load -c16
-# -m32 over h2c; nginx then listens with http2). --syscalls counts each subject's system calls
+# -m32 over h2c; nginx then listens with http2). --tls runs run.sh's TLS keep-alive test instead
+# (wrk -c64 over HTTPS, an ECDSA P-256 certificate made with openssl). --syscalls counts each subject's system calls
 # per request (perf's syscall tracepoints), the calls made more than once per 100 requests.
 # --profile DIR records each measured run with perf (999 Hz, DWARF call graphs, the subject's
 # threads only) into DIR/<name>-<run>.data, prints its self time by crate or library in µs per
@@ -33,6 +34,7 @@ NGINX=0
 WAKEUPS=0
 SYSCALLS=0
 H2=0
+TLS=0
 RATE=""
 PROFILE=""
 while [ $# -gt 0 ]; do
@@ -44,8 +46,9 @@ while [ $# -gt 0 ]; do
         --wakeups) WAKEUPS=1 ;;
         --syscalls) SYSCALLS=1 ;;
         --h2) H2=1 ;;
+        --tls) TLS=1 ;;
         --profile) PROFILE=$2; shift ;;
-        -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) [ -x "$1" ] || { echo "ab.sh: $1 is not an executable" >&2; exit 2; }; BINS+=("$1") ;;
     esac
     shift
@@ -55,6 +58,8 @@ done
 [ "$WAKEUPS$SYSCALLS" = 00 ] && [ -z "$PROFILE" ] || command -v perf >/dev/null || { echo "ab.sh: --wakeups, --syscalls and --profile need perf" >&2; exit 2; }
 [ "$H2" = 0 ] || command -v h2load >/dev/null || { echo "ab.sh: --h2 needs h2load (bench/run.sh installs it)" >&2; exit 2; }
 [ -z "$RATE" ] || [ "$H2" = 0 ] || { echo "ab.sh: --rate and --h2 do not go together" >&2; exit 2; }
+[ "$H2$TLS" != 11 ] || { echo "ab.sh: --h2 and --tls do not go together" >&2; exit 2; }
+[ "$TLS" = 0 ] || command -v openssl >/dev/null || { echo "ab.sh: --tls needs openssl" >&2; exit 2; }
 for t in nginx wrk curl taskset python3; do
     command -v "$t" >/dev/null || { echo "ab.sh: $t is missing (bench/run.sh installs it)" >&2; exit 2; }
 done
@@ -69,8 +74,20 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-read -r UP PORT ADMIN NPORT <<<"$(python3 "$LIB" ports 4)"
+read -r UP PORT ADMIN NPORT TPORT <<<"$(python3 "$LIB" ports 5)"
 mkdir -p "$WORK/www" "$WORK/cfg" "$WORK/tmp"
+SCHEME=http
+TLS_ARGS=()
+NGINX_TLS=""
+if [ "$TLS" = 1 ]; then
+    # The certificate of run.sh's TLS test; weir serves HTTPS on $TPORT, nginx on $NPORT.
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+        -subj "/CN=bench.local" -addext "subjectAltName=DNS:bench.local,IP:127.0.0.1" \
+        -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+    SCHEME=https
+    TLS_ARGS=(--tls-port "$TPORT" --cert "$WORK/cert.pem" --key "$WORK/key.pem")
+    NGINX_TLS=" ssl; ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem; ssl_session_tickets off"
+fi
 head -c 1024 /dev/zero | tr '\0' x > "$WORK/www/1k"
 chmod -R a+rX "$WORK"
 # The top of an nginx config: 1 worker, no logs, keep-alive without limits ($1: name).
@@ -96,7 +113,7 @@ EOF
 }
 EOF
 } > "$WORK/up.conf"
-python3 "$LIB" gen-weir-http "$WORK/cfg/bench.yaml" --port "$PORT" --upstream "$UP"
+python3 "$LIB" gen-weir-http "$WORK/cfg/bench.yaml" --port "$PORT" --upstream "$UP" "${TLS_ARGS[@]}"
 taskset -c 1 nginx -p "$WORK/" -e "$WORK/up-error.log" -c "$WORK/up.conf" &
 PIDS+=($!)
 python3 "$LIB" wait-listen "$UP" --timeout 30 || { echo "ab.sh: the upstream did not start" >&2; exit 1; }
@@ -106,7 +123,7 @@ if [ "$NGINX" = 1 ]; then
     upstream backend { server 127.0.0.1:$UP; keepalive 128; keepalive_requests 100000000; keepalive_timeout 300s; }
     proxy_http_version 1.1;
     proxy_set_header Connection "";
-    server { listen 127.0.0.1:$NPORT$([ "$H2" = 1 ] && echo ' http2'); location / { proxy_pass http://backend; } }
+    server { listen 127.0.0.1:$NPORT$([ "$H2" = 1 ] && echo ' http2')$NGINX_TLS; location / { proxy_pass http://backend; } }
 }
 EOF
     } > "$WORK/proxy.conf"
@@ -127,7 +144,7 @@ saturate() {
     if [ "$H2" = 1 ]; then
         taskset -c 1 h2load -c16 -m32 -D "$1" "http://127.0.0.1:$port/"
     else
-        taskset -c 1 wrk -t1 -c64 -d"$1s" "http://127.0.0.1:$port/"
+        taskset -c 1 wrk -t1 -c64 -d"$1s" "$SCHEME://127.0.0.1:$port/"
     fi
 }
 HZ=$(getconf CLK_TCK)
@@ -144,12 +161,13 @@ for run in $(seq 1 "$RUNS"); do
                 --proxy-port 0 --namespace bench --concurrency 1 --access-log off \
                 --admin "127.0.0.1:$ADMIN" > "$WORK/proxy.log" 2>&1 &
             port=$PORT
+            [ "$TLS" = 0 ] || port=$TPORT
         fi
         wp=$!
         PIDS+=("$wp")
         ok=0
         for _ in $(seq 1 300); do
-            [ "$(curl -s "${CURL_H2[@]}" -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$port/" || true)" = 200 ] \
+            [ "$(curl -sk "${CURL_H2[@]}" -o /dev/null -m 1 -w '%{http_code}' "$SCHEME://127.0.0.1:$port/" || true)" = 200 ] \
                 && { ok=1; break; }
             kill -0 "$wp" 2>/dev/null || break
             sleep 0.1
@@ -177,7 +195,7 @@ for run in $(seq 1 "$RUNS"); do
         fi
         read -r u0 s0 <<<"$(ticks "$wp")"
         if [ -n "$RATE" ]; then
-            out=$(taskset -c 1 oha --no-tui -q "$RATE" -c 64 -z "${DURATION}s" "http://127.0.0.1:$port/")
+            out=$(taskset -c 1 oha --no-tui --insecure -q "$RATE" -c 64 -z "${DURATION}s" "$SCHEME://127.0.0.1:$port/")
             requests=$(echo "$out" | awk -v d="$DURATION" '/Requests\/sec:/ {printf "%d", $2 * d}')
         else
             # h2load: "requests: N total, N started, N done, N succeeded, ..."; wrk: "N requests in 6.00s".

@@ -382,8 +382,14 @@ def cmd_gen_haproxy_reload(a):
 
 def cmd_gen_weir_http(a):
     """A ServiceEntry for the upstream, a Gateway with one HTTP port and a VirtualService to it."""
+    text = WEIR_HTTP.format(port=a.port, upstream=a.upstream)
+    if a.tls_port:
+        # One more server on the Gateway: HTTPS terminated with the given certificate.
+        https = (f"{{port: {{number: {a.tls_port}, name: https, protocol: HTTPS}}, hosts: ['*'], "
+                 f"tls: {{mode: SIMPLE, serverCertificate: {a.cert}, privateKey: {a.key}}}}}")
+        text = text.replace("hosts: ['*']}]", "hosts: ['*']}, " + https + "]", 1)
     with open(a.out, "w") as f:
-        f.write(WEIR_HTTP.format(port=a.port, upstream=a.upstream))
+        f.write(text)
 
 
 WEIR_HTTP = """apiVersion: networking.istio.io/v1
@@ -518,18 +524,17 @@ def symbol_origin(dso, sym):
         return "kernel"
     if dso.startswith("[vdso"):
         return "vDSO (clock reads)"
-    if not dso.startswith("weir") and "::" not in sym:
-        if sym.startswith("__mem") or sym.startswith("__memcpy"):
-            return "libc memcpy/memmove/memcmp"
-        return dso.split(".so")[0]
-    if sym.startswith(("mi_", "_mi_")):
-        return "mimalloc"
-    s = sym
-    for wrapper in ("core::ptr::drop_in_place<", "<core::pin::Pin<P> as "):
-        if s.startswith(wrapper) and wrapper.startswith("core::ptr"):
-            s = s[len(wrapper):]
-    s = _GENERIC.sub("<", s)
-    m = _PATH.search(s)
+    if ".so" in dso:
+        return "libc memcpy/memmove/memcmp" if sym.startswith("__mem") else dso.split(".so")[0]
+    if "::" not in sym:
+        # C in the subject's binary: nginx and HAProxy themselves; in weir mimalloc and aws-lc.
+        if sym.startswith(("mi_", "_mi_")):
+            return "mimalloc"
+        if re.match(r"(aws_lc|aead_|skip_iv|gcm_|aes_)", sym):
+            return "aws-lc (crypto)"
+        return dso
+    s = sym.removeprefix("core::ptr::drop_in_place<")
+    m = _PATH.search(_GENERIC.sub("<", s))
     return m.group(1) if m else "other"
 
 
@@ -828,6 +833,9 @@ def main():
     p.add_argument("out")
     p.add_argument("--port", type=int, required=True, help="the Gateway's HTTP port")
     p.add_argument("--upstream", type=int, required=True, help="the upstream at 127.0.0.1:PORT")
+    p.add_argument("--tls-port", type=int, default=0, help="also an HTTPS server on this port")
+    p.add_argument("--cert", default="", help="PEM certificate of the HTTPS server")
+    p.add_argument("--key", default="", help="PEM private key of the HTTPS server")
     p.set_defaults(f=cmd_gen_weir_http)
     p = sub.add_parser("gen-nginx-reload")
     p.add_argument("dir")
