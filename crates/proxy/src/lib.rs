@@ -86,6 +86,8 @@ pub struct Options {
     pub drain_timeout: Duration,
     /// DNS servers for host-name endpoints (`--dns-server`); empty: the system configuration.
     pub dns_servers: Vec<SocketAddr>,
+    /// Serve HTTP/1.0 requests (Istio's `HTTP10` node metadata); else they get 426, as from Envoy.
+    pub accept_http10: bool,
 }
 
 impl Options {
@@ -104,6 +106,7 @@ impl Options {
             reason_header_sidecar: true,
             drain_timeout: Duration::from_secs(5),
             dns_servers: Vec::new(),
+            accept_http10: false,
         }
     }
 }

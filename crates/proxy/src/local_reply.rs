@@ -59,8 +59,10 @@ impl Flags {
     pub const URX: Flags = Flags(1 << 10);
     /// No cluster found.
     pub const NC: Flags = Flags(1 << 11);
+    /// Downstream protocol error (an HTTP/1.0 request Envoy would not accept).
+    pub const DPE: Flags = Flags(1 << 12);
 
-    const NAMES: [(Flags, &'static str); 12] = [
+    const NAMES: [(Flags, &'static str); 13] = [
         (Flags::UH, "UH"),
         (Flags::UT, "UT"),
         (Flags::UR, "UR"),
@@ -72,6 +74,7 @@ impl Flags {
         (Flags::FI, "FI"),
         (Flags::DC, "DC"),
         (Flags::URX, "URX"),
+        (Flags::DPE, "DPE"),
         (Flags::NC, "NC"),
     ];
 
@@ -135,6 +138,16 @@ impl LocalReply {
         LocalReply { status, body: Bytes::from_static(body.as_bytes()), flags, subject: subject.into() }
     }
 
+    /// 426 `DPE` `Upgrade Required`: an HTTP/1.0 request, which Envoy refuses unless its
+    /// `accept_http_10` is on (Istio's `HTTP10` node metadata, weir's `--http10`).
+    pub fn http10_refused() -> LocalReply {
+        LocalReply::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "Upgrade Required",
+            Flags::DPE,
+            "HTTP/1.0 request (--http10 accepts it)",
+        )
+    }
     /// 404 `NR`, empty body: the host matched no virtual host, or no route matched.
     pub fn no_route(subject: impl Into<String>) -> LocalReply {
         LocalReply::new(StatusCode::NOT_FOUND, "", Flags::NR, subject)

@@ -305,6 +305,14 @@ impl Pipeline {
 
     /// Phase `route`.
     async fn route(mut self: Box<Self>, rt: &Runtime, body: Incoming) -> Response<RespBody> {
+        if self.parts.version == Version::HTTP_10 && !self.conn.state.options.accept_http10 {
+            // Envoy answers from its codec and closes the connection. (An HTTP/1.0 response
+            // without `keep-alive` is what makes hyper close it.)
+            let mut resp = self.local(LocalReply::http10_refused());
+            *resp.version_mut() = Version::HTTP_10;
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
         let table = match self.table(rt) {
             Ok(t) => t,
             Err(subject) => return self.local(LocalReply::no_route(subject)),

@@ -1,6 +1,6 @@
 //! End to end: `weir_active_connections` follows downstream connections
 //! (HTTP keep-alive, HTTP/2, the explicit proxy, TCP chains), as
-//! `/stats/prometheus` shows it.
+//! `/stats/prometheus` shows it; HTTP/1.0 requests are refused with 426 as Envoy refuses them.
 #![allow(clippy::unwrap_used)] // test helpers
 
 mod common;
@@ -92,4 +92,56 @@ async fn active_connections_follow_tcp_connections() {
     assert_eq!(gauge(&state), 1);
     drop(s);
     wait_gauge(&state, 0).await;
+}
+
+/// Sends `request` on a new connection and reads until weir closes it (bounded).
+async fn exchange_until_close(port: u16, request: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "weir did not close the connection: {}", String::from_utf8_lossy(&out));
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_requests_get_426_as_from_envoy_unless_accepted() {
+    let b = Backend::start("b").await;
+    let port = free_port();
+    let yaml = format!(
+        "{}{}",
+        service("old", port, "HTTP", &[(b.port(), "v1")]),
+        vs("old", "  - route: [{destination: {host: old}}]")
+    );
+    let proxy = Proxy::start(&yaml).await;
+    // Keep-alive asked for, but Envoy closes after a protocol error.
+    let resp = exchange_until_close(port, "GET / HTTP/1.0\r\nHost: old\r\nConnection: keep-alive\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.0 426 Upgrade Required\r\n"), "{resp}");
+    assert!(resp.contains("\r\nconnection: close\r\n"), "{resp}");
+    assert!(resp.ends_with("\r\n\r\nUpgrade Required"), "{resp}");
+    assert_eq!(b.count(), 0, "the upstream is not asked");
+    let metrics = proxy.state.metrics.encode();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("istio_requests_total")
+            && l.contains("response_code=\"426\"")
+            && l.contains("response_flags=\"DPE\"")),
+        "{metrics}"
+    );
+    // HTTP/1.1 on the same listener is served.
+    assert_eq!(get(port, "old", "/", &[]).await.status, 200);
+    drop(proxy);
+
+    // `--http10`: served (and closed after the response, as HTTP/1.0 without keep-alive asks).
+    let port = free_port();
+    let yaml = format!(
+        "{}{}",
+        service("old", port, "HTTP", &[(b.port(), "v1")]),
+        vs("old", "  - route: [{destination: {host: old}}]")
+    );
+    let mut o = options(0);
+    o.accept_http10 = true;
+    let _proxy = Proxy::start_with(o, &yaml).await;
+    let resp = exchange_until_close(port, "GET / HTTP/1.0\r\nHost: old\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.0 200 OK\r\n"), "{resp}");
+    assert_eq!(b.count(), 2, "the HTTP/1.1 request and this one");
 }

@@ -48,6 +48,10 @@ pub struct RunArgs {
     /// repeatable); default: the system's resolv.conf and /etc/hosts.
     #[arg(long = "dns-server", value_name = "ADDR", value_parser = parse_dns_server)]
     pub dns_servers: Vec<std::net::SocketAddr>,
+    /// Serve HTTP/1.0 requests (Istio's `HTTP10: "1"` proxy metadata); without it they get
+    /// `426 Upgrade Required`, as from Istio's Envoy.
+    #[arg(long)]
+    pub http10: bool,
 }
 
 fn parse_dns_server(s: &str) -> Result<std::net::SocketAddr, String> {
@@ -78,6 +82,7 @@ impl RunArgs {
         o.reason_header_gateway = self.reason_header;
         o.drain_timeout = parse_duration(&self.drain_timeout).context("--drain-timeout")?;
         o.dns_servers = self.dns_servers.clone();
+        o.accept_http10 = self.http10;
         Ok(o)
     }
 }
@@ -132,6 +137,7 @@ mod tests {
         assert!(!o.reason_header_gateway && o.reason_header_sidecar);
         assert_eq!(o.drain_timeout, Duration::from_secs(5));
         assert_eq!(o.node, weir_compile::Node::default());
+        assert!(!o.accept_http10, "HTTP/1.0 is refused by default, as by Istio's Envoy");
     }
 
     #[test]
@@ -160,6 +166,7 @@ mod tests {
             "--reason-header",
             "--drain-timeout",
             "1500ms",
+            "--http10",
         ])
         .unwrap();
         assert_eq!(o.admin.port(), 9901);
@@ -172,6 +179,7 @@ mod tests {
         assert_eq!(o.access_log, AccessLogFormat::Json);
         assert!(o.reason_header_gateway);
         assert_eq!(o.drain_timeout, Duration::from_millis(1500));
+        assert!(o.accept_http10);
     }
 
     #[test]
