@@ -88,7 +88,9 @@ pub fn compile(input: Input<'_>, node: &Node) -> Snapshot {
     let services = cx.reachable_services();
     let clusters = crate::cluster::build(&services, &cx.drs, &node.namespace, input.mesh, &mut out.messages);
     out.clusters.extend(clusters);
-    finish(out, node)
+    let mut snapshot = finish(out, node);
+    snapshot.path_normalization = input.mesh.path_normalization.mode();
+    snapshot
 }
 
 fn finish(mut out: Builder, node: &Node) -> Snapshot {
@@ -108,5 +110,6 @@ fn finish(mut out: Builder, node: &Node) -> Snapshot {
         route_tables: out.route_tables,
         clusters: out.clusters,
         messages: out.messages.into_vec(),
+        path_normalization: Default::default(),
     }
 }

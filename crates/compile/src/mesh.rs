@@ -41,6 +41,40 @@ pub struct MeshConfig {
     pub dns_refresh_rate: Duration,
     #[serde(alias = "enable_auto_mtls")]
     pub enable_auto_mtls: Option<bool>,
+    /// How request paths are normalized before routing.
+    #[serde(alias = "path_normalization")]
+    pub path_normalization: ProxyPathNormalization,
+}
+
+/// MeshConfig `pathNormalization`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyPathNormalization {
+    pub normalization: PathNormalizationSetting,
+}
+
+/// `pathNormalization.normalization`; `DEFAULT` is `BASE`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PathNormalizationSetting {
+    #[default]
+    Default,
+    None,
+    Base,
+    MergeSlashes,
+    DecodeAndMergeSlashes,
+}
+
+impl ProxyPathNormalization {
+    pub fn mode(&self) -> crate::model::PathNormalization {
+        use crate::model::PathNormalization as P;
+        match self.normalization {
+            PathNormalizationSetting::None => P::None,
+            PathNormalizationSetting::Default | PathNormalizationSetting::Base => P::Base,
+            PathNormalizationSetting::MergeSlashes => P::MergeSlashes,
+            PathNormalizationSetting::DecodeAndMergeSlashes => P::DecodeAndMergeSlashes,
+        }
+    }
 }
 
 impl Default for MeshConfig {
@@ -57,6 +91,7 @@ impl Default for MeshConfig {
             locality_lb_setting: Some(LocalityLoadBalancerSetting { enabled: Some(true), ..Default::default() }),
             dns_refresh_rate: Duration::from_secs(60),
             enable_auto_mtls: Some(true),
+            path_normalization: ProxyPathNormalization::default(),
         }
     }
 }
@@ -111,6 +146,23 @@ mod tests {
         assert_eq!(m.connect_timeout, Duration::from_secs(10));
         assert_eq!(m.outbound_traffic_policy.mode, OutboundMode::AllowAny);
         assert_eq!(m.root_namespace, "istio-system");
+        assert_eq!(m.path_normalization.mode(), crate::model::PathNormalization::Base);
+    }
+
+    #[test]
+    fn path_normalization_settings() {
+        use crate::model::PathNormalization as P;
+        for (text, want) in [
+            ("DEFAULT", P::Base),
+            ("NONE", P::None),
+            ("BASE", P::Base),
+            ("MERGE_SLASHES", P::MergeSlashes),
+            ("DECODE_AND_MERGE_SLASHES", P::DecodeAndMergeSlashes),
+        ] {
+            let m = MeshConfig::parse(&format!("pathNormalization: {{normalization: {text}}}\n"), "m.yaml").unwrap();
+            assert_eq!(m.path_normalization.mode(), want, "{text}");
+        }
+        assert!(MeshConfig::parse("pathNormalization: {normalization: SOMETIMES}\n", "m.yaml").is_err());
     }
 
     #[test]

@@ -48,6 +48,31 @@ pub struct Snapshot {
     pub clusters: Vec<Cluster>,
     /// Problems found while compiling; never fatal.
     pub messages: Vec<crate::message::Message>,
+    /// How request paths are normalized before routing (MeshConfig `pathNormalization`); left
+    /// out of the dump at Istio's default.
+    #[serde(skip_serializing_if = "PathNormalization::is_default")]
+    pub path_normalization: PathNormalization,
+}
+
+/// MeshConfig `pathNormalization.normalization`, as Envoy's connection manager applies it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PathNormalization {
+    /// Paths are routed and forwarded as received.
+    None,
+    /// RFC 3986 normalization (Envoy's `normalize_path`): dot segments resolved, `\` as `/`.
+    #[default]
+    Base,
+    /// `BASE`, then `//` merged into `/`.
+    MergeSlashes,
+    /// `%2F` and `%5C` decoded first, then `MERGE_SLASHES`.
+    DecodeAndMergeSlashes,
+}
+
+impl PathNormalization {
+    pub fn is_default(&self) -> bool {
+        *self == PathNormalization::Base
+    }
 }
 
 impl Snapshot {

@@ -23,6 +23,7 @@ pub mod lb;
 pub mod local_reply;
 pub mod metrics;
 mod outlier;
+pub mod path;
 mod pool;
 mod record;
 pub mod reload;

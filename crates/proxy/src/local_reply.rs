@@ -148,6 +148,11 @@ impl LocalReply {
             "HTTP/1.0 request (--http10 accepts it)",
         )
     }
+    /// 400, empty body: the path cannot be normalized (an escaped NUL), as Envoy's
+    /// `path_normalization_failed`.
+    pub fn invalid_path() -> LocalReply {
+        LocalReply::new(StatusCode::BAD_REQUEST, "", Flags::NONE, "path normalization failed")
+    }
     /// 404 `NR`, empty body: the host matched no virtual host, or no route matched.
     pub fn no_route(subject: impl Into<String>) -> LocalReply {
         LocalReply::new(StatusCode::NOT_FOUND, "", Flags::NR, subject)

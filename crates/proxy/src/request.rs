@@ -30,6 +30,7 @@ use crate::headers::{self, FmtCtx, REQUEST_ID};
 use crate::lb::PickInput;
 use crate::local_reply::{Flags, LocalReply, grpc_abort, reason_value};
 use crate::outlier::Observed;
+use crate::path::Normalized;
 use crate::pool::{SendError, UpBody};
 use crate::record::{Exchange, protocol_name};
 use crate::router::{Action, CompiledRoute, Destination, ReqView, Table, location_value, split_host_port};
@@ -312,6 +313,18 @@ impl Pipeline {
             *resp.version_mut() = Version::HTTP_10;
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             return resp;
+        }
+        // Routing, the upstream and the access log see the normalized path, as with Envoy.
+        match crate::path::normalize(self.path.as_str(), rt.snapshot.path_normalization) {
+            Normalized::Unchanged => {}
+            Normalized::Changed(p) => match PathAndQuery::from_maybe_shared(Bytes::from(p)) {
+                Ok(p) => {
+                    self.x.path = p.clone();
+                    self.path = p;
+                }
+                Err(_) => return self.local(LocalReply::invalid_path()),
+            },
+            Normalized::Invalid => return self.local(LocalReply::invalid_path()),
         }
         let table = match self.table(rt) {
             Ok(t) => t,

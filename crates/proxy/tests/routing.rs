@@ -354,3 +354,60 @@ spec:
     assert_eq!(seen.headers["x-mark"], "1");
     assert_eq!(&seen.body[..], b"payload");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_are_normalized_before_routing_as_envoy_does() {
+    let (public, admin) = (Backend::start("public").await, Backend::start("admin").await);
+    let port = free_port();
+    let yaml = format!(
+        "{}{}{}",
+        service("app", port, "HTTP", &[(public.port(), "public"), (admin.port(), "admin")]),
+        subsets("app", &["public", "admin"]),
+        vs(
+            "app",
+            "  - match: [{uri: {prefix: /admin}}]
+    route: [{destination: {host: app, subset: admin}}]
+  - route: [{destination: {host: app, subset: public}}]"
+        ),
+    );
+    let proxy = Proxy::start(&yaml).await;
+    // MeshConfig pathNormalization BASE (Istio's default): dot segments cannot skip a route.
+    for (path, backend, upstream_path) in [
+        ("/public/../admin/x", "admin", "/admin/x"),
+        ("/public/%2e%2E/admin", "admin", "/admin"),
+        ("/public/..;jsessionid=1/admin", "admin", "/admin"),
+        ("/public/..\\admin", "admin", "/admin"),
+        ("/a/./b?q=/../", "public", "/a/b?q=/../"),
+        ("/%61dmin", "admin", "/admin"),
+    ] {
+        let r = get(port, "app", path, &[]).await;
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        assert_eq!(r.backend(), backend, "{path}");
+        assert_eq!(r.json()["path"], upstream_path, "{path}");
+    }
+    let r = get(port, "app", "/x/.%00./y", &[]).await;
+    assert_eq!(r.status, 400, "an escaped NUL cannot be normalized: {r:?}");
+    assert_eq!(admin.count() + public.count(), 6);
+    drop(proxy);
+
+    // pathNormalization NONE: routed and forwarded as received.
+    let port = free_port();
+    let yaml = format!(
+        "{}{}{}",
+        service("app", port, "HTTP", &[(public.port(), "public"), (admin.port(), "admin")]),
+        subsets("app", &["public", "admin"]),
+        vs(
+            "app",
+            "  - match: [{uri: {prefix: /admin}}]
+    route: [{destination: {host: app, subset: admin}}]
+  - route: [{destination: {host: app, subset: public}}]"
+        ),
+    );
+    let mut snapshot = compile_for(load_checked(&yaml).objects, &weir_compile::Node::default());
+    snapshot.path_normalization = weir_compile::model::PathNormalization::None;
+    let state = weir_proxy::State::new(options(0), weir_proxy::runtime::Runtime::new(snapshot, 1, None));
+    let _proxy = Proxy::serve(state).await;
+    let r = get(port, "app", "/public/../admin", &[]).await;
+    assert_eq!(r.backend(), "public");
+    assert_eq!(r.json()["path"], "/public/../admin");
+}
