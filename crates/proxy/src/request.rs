@@ -59,6 +59,43 @@ const RQ_PER_TRY_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-upstream
 const RETRIABLE_CODES: HeaderName = HeaderName::from_static("x-envoy-retriable-status-codes");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
+
+/// What Envoy removes from a request that reaches it from outside the mesh (its
+/// `cleanInternalHeaders` for an edge request): the client must not steer retries, timeouts,
+/// tracing or how the next proxy sees the request.
+const EDGE_STRIPPED: [&str; 18] = [
+    "x-envoy-internal",
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-force-trace",
+    "x-envoy-ip-tags",
+    "x-envoy-original-url",
+    "x-envoy-hedge-on-per-try-timeout",
+];
+
+/// Makes `h` what Envoy forwards from an edge request: the internal-only `x-envoy-*` headers
+/// removed (one pass over the names; most requests carry none), and the client's address in
+/// `x-envoy-external-address`.
+fn sanitize_edge(h: &mut HeaderMap, client_ip: &HeaderValue) {
+    if h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+        for name in EDGE_STRIPPED {
+            h.remove(name);
+        }
+    }
+    h.insert(EXTERNAL_ADDRESS, client_ip.clone());
+}
 
 /// Which HTTP route table a downstream connection uses.
 #[derive(Clone, Debug)]
@@ -75,6 +112,9 @@ pub(crate) struct Conn {
     pub target: ConnTarget,
     pub role: ListenerRole,
     pub peer: SocketAddr,
+    /// The peer's IP as a header value (`x-forwarded-for`, `x-envoy-external-address`): made
+    /// once per connection rather than formatted for every request.
+    pub peer_ip: HeaderValue,
     pub local: SocketAddr,
     /// Add `x-weir-reason` to local replies.
     pub reason: bool,
@@ -160,10 +200,17 @@ fn start(conn: Arc<Conn>, req: Request<Incoming>) -> (Box<Pipeline>, Incoming) {
     // From the downstream connection, as Envoy sets it.
     let proto = HeaderValue::from_static(conn.scheme());
     let forwarded_for = if gateway {
-        let xff = append_forwarded_for(&mut parts.headers, conn.peer);
+        // Every client of a gateway is outside the mesh: Envoy's current default trusts no
+        // address as internal (`internal_address_config`), so each request is an edge request.
+        sanitize_edge(&mut parts.headers, &conn.peer_ip);
+        let xff = append_forwarded_for(&mut parts.headers, &conn.peer_ip);
         parts.headers.insert(X_FORWARDED_PROTO, proto);
         xff
     } else {
+        if parts.headers.keys().any(|k| k.as_str() == "x-envoy-internal") {
+            // Envoy decides itself whether a request is internal.
+            parts.headers.remove("x-envoy-internal");
+        }
         if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
             parts.headers.insert(X_FORWARDED_PROTO, proto);
         }
@@ -196,17 +243,23 @@ fn start(conn: Arc<Conn>, req: Request<Incoming>) -> (Box<Pipeline>, Incoming) {
     (Box::new(Pipeline { conn, x, parts, authority, path, upgrade }), body)
 }
 
+/// `ip` as a header value.
+pub(crate) fn ip_value(ip: std::net::IpAddr) -> HeaderValue {
+    // An IP address prints as ASCII digits, dots, colons and hex letters.
+    HeaderValue::from_maybe_shared(Bytes::from(ip.to_string())).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 /// Appends the peer to `x-forwarded-for`; returns the header's new value.
-fn append_forwarded_for(h: &mut HeaderMap, peer: SocketAddr) -> Option<HeaderValue> {
-    use std::fmt::Write as _;
-    // Built in place: one allocation for the value.
-    let prev = h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()).filter(|p| !p.is_empty());
-    let mut value = bytes::BytesMut::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
-    if let Some(p) = prev {
-        value.extend_from_slice(p);
-        value.extend_from_slice(b", ");
-    }
-    let _ = write!(value, "{}", peer.ip());
+fn append_forwarded_for(h: &mut HeaderMap, peer_ip: &HeaderValue) -> Option<HeaderValue> {
+    let Some(prev) = h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()).filter(|p| !p.is_empty()) else {
+        // The usual case: the client sent none, and the value is the connection's own.
+        h.insert(X_FORWARDED_FOR, peer_ip.clone());
+        return Some(peer_ip.clone());
+    };
+    let mut value = bytes::BytesMut::with_capacity(prev.len() + 2 + peer_ip.len());
+    value.extend_from_slice(prev);
+    value.extend_from_slice(b", ");
+    value.extend_from_slice(peer_ip.as_bytes());
     match HeaderValue::from_maybe_shared(value.freeze()) {
         Ok(v) => {
             h.insert(X_FORWARDED_FOR, v.clone());

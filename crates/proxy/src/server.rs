@@ -470,6 +470,7 @@ impl Http {
             target,
             role,
             peer,
+            peer_ip: crate::request::ip_value(peer.ip()),
             local,
             reason,
             table_cache: AtomicU64::new(0),

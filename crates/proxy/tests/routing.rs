@@ -177,7 +177,17 @@ spec:
     let mut c = Client::h1(port).await;
     for _ in 0..6 {
         let r = c
-            .get("h", "/", &[("x-drop", "1"), ("x-multi", "a"), ("x-in", "copied"), ("traceparent", "00-abc-def-01")])
+            .get(
+                "h",
+                "/",
+                &[
+                    ("x-drop", "1"),
+                    ("x-multi", "a"),
+                    ("x-in", "copied"),
+                    ("traceparent", "00-abc-def-01"),
+                    ("x-envoy-internal", "true"),
+                ],
+            )
             .await;
         assert_eq!(r.status, 200);
         let backend = r.backend();
@@ -192,6 +202,8 @@ spec:
         assert_eq!(h["traceparent"], "00-abc-def-01", "tracing headers pass untouched");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert!(h.get("x-forwarded-for").is_none(), "sidecars do not append x-forwarded-for");
+        assert!(h.get("x-envoy-internal").is_none(), "Envoy decides x-envoy-internal itself");
+        assert!(h.get("x-envoy-external-address").is_none(), "only gateways mark edge requests");
         let request_id = h["x-request-id"].as_str().unwrap();
         assert_eq!(request_id.len(), 36, "a UUID is generated: {request_id}");
         assert_eq!(h["x-envoy-attempt-count"], "1");
@@ -236,10 +248,25 @@ spec:
         service("productpage", svc_port, "HTTP", &[(b.port(), "v1")]),
     );
     let _proxy = Proxy::start(&yaml).await;
-    let r = get(gw_port, "bookinfo.example.com", "/productpage", &[("x-forwarded-for", "203.0.113.9")]).await;
+    let edge = [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-envoy-internal", "true"),
+        ("x-envoy-retry-on", "5xx"),
+        ("x-envoy-max-retries", "9"),
+        ("x-envoy-expected-rq-timeout-ms", "5"),
+        ("x-envoy-external-address", "10.9.9.9"),
+        ("x-envoy-custom", "kept"),
+    ];
+    let r = get(gw_port, "bookinfo.example.com", "/productpage", &edge).await;
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.backend(), "productpage");
     assert_eq!(r.upstream_header("x-forwarded-for").as_deref(), Some("203.0.113.9, 127.0.0.1"));
+    // An edge request, as Envoy treats it: the client cannot pass internal x-envoy-* headers on.
+    for name in ["x-envoy-internal", "x-envoy-retry-on", "x-envoy-max-retries", "x-envoy-expected-rq-timeout-ms"] {
+        assert_eq!(r.upstream_header(name), None, "{name} reached the upstream");
+    }
+    assert_eq!(r.upstream_header("x-envoy-external-address").as_deref(), Some("127.0.0.1"));
+    assert_eq!(r.upstream_header("x-envoy-custom").as_deref(), Some("kept"));
     assert_eq!(r.upstream_header("x-forwarded-proto").as_deref(), Some("http"));
     assert_eq!(r.header("server").as_deref(), Some("istio-envoy"), "gateways name themselves istio-envoy");
     let r = get(gw_port, "bookinfo.example.com", "/other", &[]).await;
