@@ -59,7 +59,7 @@ impl Flags {
     pub const URX: Flags = Flags(1 << 10);
     /// No cluster found.
     pub const NC: Flags = Flags(1 << 11);
-    /// Downstream protocol error (an HTTP/1.0 request Envoy would not accept).
+    /// Downstream protocol error (an HTTP/1.0 request, a request head over the size limit).
     pub const DPE: Flags = Flags(1 << 12);
 
     const NAMES: [(Flags, &'static str); 13] = [
@@ -146,6 +146,15 @@ impl LocalReply {
             "Upgrade Required",
             Flags::DPE,
             "HTTP/1.0 request (--http10 accepts it)",
+        )
+    }
+    /// 431 `DPE`: the request head is larger than Envoy's `max_request_headers_kb` (60 KiB).
+    pub fn headers_too_large() -> LocalReply {
+        LocalReply::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "Request Header Fields Too Large",
+            Flags::DPE,
+            "request headers over 60 KiB",
         )
     }
     /// 400, empty body: the path cannot be normalized (an escaped NUL), as Envoy's

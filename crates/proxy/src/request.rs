@@ -186,6 +186,8 @@ fn start(conn: Arc<Conn>, req: Request<Incoming>) -> (Box<Pipeline>, Incoming) {
     let authority = authority_of(&parts);
     let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     let grpc = parts.headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    // Measured as the client sent it, before weir adds its headers.
+    let oversize = head_size(&parts.headers, path.as_str()) > crate::server::MAX_REQUEST_HEADERS;
 
     // Each header is looked up once: the values the record keeps are taken as they are set.
     let request_id = match parts.headers.get(REQUEST_ID) {
@@ -240,7 +242,13 @@ fn start(conn: Arc<Conn>, req: Request<Incoming>) -> (Box<Pipeline>, Incoming) {
         active: None,
         written: false,
     });
-    (Box::new(Pipeline { conn, x, parts, authority, path, upgrade }), body)
+    (Box::new(Pipeline { conn, x, parts, authority, path, upgrade, oversize }), body)
+}
+
+/// The size of a request head as Envoy's `max_request_headers_kb` counts it: names, values and
+/// the path.
+fn head_size(h: &HeaderMap, path: &str) -> usize {
+    path.len() + h.iter().map(|(n, v)| n.as_str().len() + v.len()).sum::<usize>()
 }
 
 /// `ip` as a header value.
@@ -277,6 +285,8 @@ struct Pipeline {
     path: PathAndQuery,
     /// Set for a WebSocket upgrade request (HTTP/1.1 `Connection: upgrade`, `Upgrade: websocket`).
     upgrade: Option<websocket::Upgrade>,
+    /// The request head is over Envoy's `max_request_headers_kb`: answered with 431.
+    oversize: bool,
 }
 
 /// How an upstream exchange ended without a usable response.
@@ -365,6 +375,14 @@ impl Pipeline {
             let mut resp = self.local(LocalReply::http10_refused());
             *resp.version_mut() = Version::HTTP_10;
             resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return resp;
+        }
+        if self.oversize {
+            let h1 = self.parts.version != Version::HTTP_2;
+            let mut resp = self.local(LocalReply::headers_too_large());
+            if h1 {
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             return resp;
         }
         // Routing, the upstream and the access log see the normalized path, as with Envoy.

@@ -266,12 +266,28 @@ where
     }
 }
 
+/// Envoy's default `max_request_headers_kb` (60) in bytes.
+pub(crate) const MAX_REQUEST_HEADERS: usize = 60 * 1024;
+/// Envoy's default `max_headers_count`.
+const MAX_HEADER_FIELDS: usize = 100;
+
 fn http_builder() -> auto::Builder<BoxingExecutor> {
     let mut b = auto::Builder::new(BoxingExecutor);
     // No timeout on reading a request head, as Envoy by default (`request_headers_timeout`
-    // unset); hyper's 30 s default also cost a timer per request.
-    b.http1().timer(TokioTimer::new()).header_read_timeout(None);
-    b.http2().timer(TokioTimer::new());
+    // unset); hyper's 30 s default also cost a timer per request. Request heads are read up to
+    // a little more than Envoy's `max_request_headers_kb` (60 KiB of names, values and path;
+    // request handling then applies the exact limit, see `request`), at most 100 fields
+    // (`max_headers_count`, hyper's limit too). The allowances cover what Envoy does not count:
+    // `: ` and CRLF per field and the request line in HTTP/1.1, 32 bytes per field in HTTP/2's
+    // header-list size (RFC 9113 §6.5.2). Without them hyper would stop HTTP/2 heads at 16 KiB
+    // and let HTTP/1.1 heads grow to 400 KiB.
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .max_buf_size(MAX_REQUEST_HEADERS + MAX_HEADER_FIELDS * 4 + 8 * 1024);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(MAX_REQUEST_HEADERS + MAX_HEADER_FIELDS * 32).unwrap_or(u32::MAX));
     b
 }
 

@@ -145,3 +145,31 @@ async fn http10_requests_get_426_as_from_envoy_unless_accepted() {
     assert!(resp.starts_with("HTTP/1.0 200 OK\r\n"), "{resp}");
     assert_eq!(b.count(), 2, "the HTTP/1.1 request and this one");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_heads_up_to_envoys_60_kib_are_read_larger_ones_get_431() {
+    let b = Backend::start("b").await;
+    let port = free_port();
+    let yaml = format!(
+        "{}{}",
+        service("big", port, "HTTP", &[(b.port(), "v1")]),
+        vs("big", "  - route: [{destination: {host: big}}]")
+    );
+    let _proxy = Proxy::start(&yaml).await;
+    let (fits, too_big) = ("c".repeat(50 * 1024), "c".repeat(62 * 1024));
+    let mut h1 = Client::h1(port).await;
+    assert_eq!(h1.get("big", "/", &[("cookie", &fits)]).await.status, 200);
+    let r = Client::h1(port).await.get("big", "/", &[("cookie", &too_big)]).await;
+    assert_eq!((r.status, r.body.as_str()), (431, "Request Header Fields Too Large"));
+    // Envoy's count: names, values and the path; 60 KiB exactly still passes.
+    let exact = "c".repeat(60 * 1024 - "cookie".len() - "host".len() - "big".len() - "/".len());
+    assert_eq!(Client::h1(port).await.get("big", "/", &[("cookie", &exact)]).await.status, 200);
+    let over = format!("{exact}c");
+    assert_eq!(Client::h1(port).await.get("big", "/", &[("cookie", &over)]).await.status, 431);
+    // HTTP/2 too (hyper's own limit there would be 16 KiB).
+    let mut h2 = Client::h2(port).await;
+    assert_eq!(h2.get("big", "/", &[("cookie", &"c".repeat(30 * 1024))]).await.status, 200);
+    assert_eq!(h2.get("big", "/", &[("cookie", &fits)]).await.status, 200);
+    assert_eq!(Client::h2(port).await.get("big", "/", &[("cookie", &"c".repeat(70 * 1024))]).await.status, 431);
+    assert_eq!(b.count(), 4);
+}
