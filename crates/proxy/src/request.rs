@@ -42,18 +42,6 @@ const ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path
 const ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
 const EXPECTED_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
 const SERVICE_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
-
-/// Overwrites the response's `Server` header as Istio configures Envoy to (server header
-/// transformation `OVERWRITE`): `istio-envoy` at gateways, Envoy's default `envoy` on sidecar
-/// outbound listeners. It comes after the route's response header operations, as Envoy's
-/// connection manager sets it after its filters, so a VirtualService cannot change it.
-fn set_server(headers: &mut HeaderMap, role: ListenerRole) {
-    let name = match role {
-        ListenerRole::Gateway => "istio-envoy",
-        ListenerRole::SidecarOutbound => "envoy",
-    };
-    headers.insert(header::SERVER, HeaderValue::from_static(name));
-}
 const RQ_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-upstream-rq-timeout-ms");
 const RQ_PER_TRY_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-upstream-rq-per-try-timeout-ms");
 const RETRIABLE_CODES: HeaderName = HeaderName::from_static("x-envoy-retriable-status-codes");
@@ -95,6 +83,18 @@ fn sanitize_edge(h: &mut HeaderMap, client_ip: &HeaderValue) {
         }
     }
     h.insert(EXTERNAL_ADDRESS, client_ip.clone());
+}
+
+/// Overwrites the response's `Server` header as Istio configures Envoy to (server header
+/// transformation `OVERWRITE`): `istio-envoy` at gateways, Envoy's default `envoy` on sidecar
+/// outbound listeners. It comes after the route's response header operations, as Envoy's
+/// connection manager sets it after its filters, so a VirtualService cannot change it.
+fn set_server(headers: &mut HeaderMap, role: ListenerRole) {
+    let name = match role {
+        ListenerRole::Gateway => "istio-envoy",
+        ListenerRole::SidecarOutbound => "envoy",
+    };
+    headers.insert(header::SERVER, HeaderValue::from_static(name));
 }
 
 /// Which HTTP route table a downstream connection uses.
