@@ -189,8 +189,11 @@ fn start(conn: Arc<Conn>, req: Request<Incoming>) -> (Box<Pipeline>, Incoming) {
     // Measured as the client sent it, before weir adds its headers.
     let oversize = head_size(&parts.headers, path.as_str()) > crate::server::MAX_REQUEST_HEADERS;
 
-    // Each header is looked up once: the values the record keeps are taken as they are set.
-    let request_id = match parts.headers.get(REQUEST_ID) {
+    let gateway = conn.role == ListenerRole::Gateway;
+    // Each header is looked up once: the values the record keeps are taken as they are set. A
+    // gateway replaces the client's id, as Envoy does for an edge request (Istio leaves
+    // `preserve_external_request_id` off); a sidecar keeps it.
+    let request_id = match parts.headers.get(REQUEST_ID).filter(|_| !gateway) {
         Some(id) => id.clone(),
         None => {
             let id = headers::new_request_id();
@@ -198,7 +201,6 @@ fn start(conn: Arc<Conn>, req: Request<Incoming>) -> (Box<Pipeline>, Incoming) {
             id
         }
     };
-    let gateway = conn.role == ListenerRole::Gateway;
     // From the downstream connection, as Envoy sets it.
     let proto = HeaderValue::from_static(conn.scheme());
     let forwarded_for = if gateway {

@@ -256,6 +256,7 @@ spec:
         ("x-envoy-expected-rq-timeout-ms", "5"),
         ("x-envoy-external-address", "10.9.9.9"),
         ("x-envoy-custom", "kept"),
+        ("x-request-id", "from-the-client"),
     ];
     let r = get(gw_port, "bookinfo.example.com", "/productpage", &edge).await;
     assert_eq!(r.status, 200, "{r:?}");
@@ -267,6 +268,8 @@ spec:
     }
     assert_eq!(r.upstream_header("x-envoy-external-address").as_deref(), Some("127.0.0.1"));
     assert_eq!(r.upstream_header("x-envoy-custom").as_deref(), Some("kept"));
+    let id = r.upstream_header("x-request-id").unwrap();
+    assert_eq!(id.len(), 36, "an edge request gets a new id, as from Envoy: {id}");
     assert_eq!(r.upstream_header("x-forwarded-proto").as_deref(), Some("http"));
     assert_eq!(r.header("server").as_deref(), Some("istio-envoy"), "gateways name themselves istio-envoy");
     let r = get(gw_port, "bookinfo.example.com", "/other", &[]).await;
