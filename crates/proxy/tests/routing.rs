@@ -388,19 +388,22 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paths_are_normalized_before_routing_as_envoy_does() {
     let (public, admin) = (Backend::start("public").await, Backend::start("admin").await);
-    let port = free_port();
-    let yaml = format!(
-        "{}{}{}",
-        service("app", port, "HTTP", &[(public.port(), "public"), (admin.port(), "admin")]),
-        subsets("app", &["public", "admin"]),
-        vs(
-            "app",
-            "  - match: [{uri: {prefix: /admin}}]
+    // `/admin...` to the admin subset, everything else to the public one.
+    let app = |port: u16| {
+        format!(
+            "{}{}{}",
+            service("app", port, "HTTP", &[(public.port(), "public"), (admin.port(), "admin")]),
+            subsets("app", &["public", "admin"]),
+            vs(
+                "app",
+                "  - match: [{uri: {prefix: /admin}}]
     route: [{destination: {host: app, subset: admin}}]
   - route: [{destination: {host: app, subset: public}}]"
-        ),
-    );
-    let proxy = Proxy::start(&yaml).await;
+            ),
+        )
+    };
+    let port = free_port();
+    let proxy = Proxy::start(&app(port)).await;
     // MeshConfig pathNormalization BASE (Istio's default): dot segments cannot skip a route.
     for (path, backend, upstream_path) in [
         ("/public/../admin/x", "admin", "/admin/x"),
@@ -422,18 +425,7 @@ async fn paths_are_normalized_before_routing_as_envoy_does() {
 
     // pathNormalization NONE: routed and forwarded as received.
     let port = free_port();
-    let yaml = format!(
-        "{}{}{}",
-        service("app", port, "HTTP", &[(public.port(), "public"), (admin.port(), "admin")]),
-        subsets("app", &["public", "admin"]),
-        vs(
-            "app",
-            "  - match: [{uri: {prefix: /admin}}]
-    route: [{destination: {host: app, subset: admin}}]
-  - route: [{destination: {host: app, subset: public}}]"
-        ),
-    );
-    let mut snapshot = compile_for(load_checked(&yaml).objects, &weir_compile::Node::default());
+    let mut snapshot = compile_for(load_checked(&app(port)).objects, &weir_compile::Node::default());
     snapshot.path_normalization = weir_compile::model::PathNormalization::None;
     let state = weir_proxy::State::new(options(0), weir_proxy::runtime::Runtime::new(snapshot, 1, None));
     let _proxy = Proxy::serve(state).await;
