@@ -163,6 +163,14 @@ mod tests {
             assert_eq!(m.path_normalization.mode(), want, "{text}");
         }
         assert!(MeshConfig::parse("pathNormalization: {normalization: SOMETIMES}\n", "m.yaml").is_err());
+        // The setting reaches the snapshot the data path reads, and the dump names it only when
+        // it is not Istio's default.
+        let mesh = MeshConfig::parse("pathNormalization: {normalization: NONE}\n", "m.yaml").unwrap();
+        let snap = crate::listener::testing::compile_with("", &crate::Node::default(), &mesh);
+        assert_eq!(snap.path_normalization, P::None);
+        assert!(serde_json::to_string(&snap).unwrap().contains(r#""path_normalization":"NONE""#));
+        let snap = crate::listener::testing::compile("", &crate::Node::default());
+        assert!(!serde_json::to_string(&snap).unwrap().contains("path_normalization"));
     }
 
     #[test]
