@@ -49,40 +49,47 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
 
-/// What Envoy removes from a request that reaches it from outside the mesh (its
-/// `cleanInternalHeaders` for an edge request): the client must not steer retries, timeouts,
-/// tracing or how the next proxy sees the request.
-const EDGE_STRIPPED: [&str; 18] = [
-    "x-envoy-internal",
+/// What Envoy removes from a request it does not treat as internal (its `cleanInternalHeaders`),
+/// and a gateway also removes from edge requests: the client must not steer retries, timeouts,
+/// tracing or how the next proxy sees the request. The first three are only for the edge.
+const INTERNAL_ONLY: [&str; 17] = [
     "x-envoy-decorator-operation",
     "x-envoy-downstream-service-cluster",
     "x-envoy-downstream-service-node",
-    "x-envoy-retriable-status-codes",
     "x-envoy-retriable-header-names",
     "x-envoy-retry-on",
     "x-envoy-retry-grpc-on",
     "x-envoy-max-retries",
     "x-envoy-upstream-alt-stat-name",
-    "x-envoy-upstream-rq-timeout-ms",
-    "x-envoy-upstream-rq-per-try-timeout-ms",
     "x-envoy-upstream-rq-timeout-alt-response",
     "x-envoy-expected-rq-timeout-ms",
     "x-envoy-force-trace",
     "x-envoy-ip-tags",
     "x-envoy-original-url",
     "x-envoy-hedge-on-per-try-timeout",
+    // Honoured at sidecars (Istio documents them as per-request overrides) and removed once read.
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-retriable-status-codes",
 ];
+/// Entries of `INTERNAL_ONLY` that only an edge request loses.
+const EDGE_ONLY: usize = 3;
+/// Entries at the end of `INTERNAL_ONLY` that sidecars read before removing them.
+const HONOURED_AT_SIDECARS: usize = 3;
 
-/// Makes `h` what Envoy forwards from an edge request: the internal-only `x-envoy-*` headers
-/// removed (one pass over the names; most requests carry none), and the client's address in
-/// `x-envoy-external-address`.
-fn sanitize_edge(h: &mut HeaderMap, client_ip: &HeaderValue) {
-    if h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
-        for name in EDGE_STRIPPED {
-            h.remove(name);
-        }
+/// Removes the internal-only `x-envoy-*` headers (one pass over the names first; most requests
+/// carry none) and `x-envoy-internal`, which Envoy sets itself and only for internal requests.
+/// `edge`: the request came into the mesh through a gateway.
+fn clean_internal_headers(h: &mut HeaderMap, edge: bool) {
+    if !h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+        return;
     }
-    h.insert(EXTERNAL_ADDRESS, client_ip.clone());
+    h.remove("x-envoy-internal");
+    let names =
+        if edge { &INTERNAL_ONLY[..] } else { &INTERNAL_ONLY[EDGE_ONLY..INTERNAL_ONLY.len() - HONOURED_AT_SIDECARS] };
+    for name in names {
+        h.remove(*name);
+    }
 }
 
 /// Overwrites the response's `Server` header as Istio configures Envoy to (server header
@@ -206,15 +213,15 @@ fn start(conn: Arc<Conn>, req: Request<Incoming>) -> (Box<Pipeline>, Incoming) {
     let forwarded_for = if gateway {
         // Every client of a gateway is outside the mesh: Envoy's current default trusts no
         // address as internal (`internal_address_config`), so each request is an edge request.
-        sanitize_edge(&mut parts.headers, &conn.peer_ip);
+        clean_internal_headers(&mut parts.headers, true);
+        parts.headers.insert(EXTERNAL_ADDRESS, conn.peer_ip.clone());
         let xff = append_forwarded_for(&mut parts.headers, &conn.peer_ip);
         parts.headers.insert(X_FORWARDED_PROTO, proto);
         xff
     } else {
-        if parts.headers.keys().any(|k| k.as_str() == "x-envoy-internal") {
-            // Envoy decides itself whether a request is internal.
-            parts.headers.remove("x-envoy-internal");
-        }
+        // An application's request carries no `x-forwarded-for`, so Envoy does not treat it as
+        // internal either.
+        clean_internal_headers(&mut parts.headers, false);
         if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
             parts.headers.insert(X_FORWARDED_PROTO, proto);
         }

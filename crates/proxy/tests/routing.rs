@@ -186,6 +186,7 @@ spec:
                     ("x-in", "copied"),
                     ("traceparent", "00-abc-def-01"),
                     ("x-envoy-internal", "true"),
+                    ("x-envoy-retry-on", "5xx"),
                 ],
             )
             .await;
@@ -203,6 +204,7 @@ spec:
         assert_eq!(h["x-forwarded-proto"], "http");
         assert!(h.get("x-forwarded-for").is_none(), "sidecars do not append x-forwarded-for");
         assert!(h.get("x-envoy-internal").is_none(), "Envoy decides x-envoy-internal itself");
+        assert!(h.get("x-envoy-retry-on").is_none(), "an application's request is not internal to Envoy");
         assert!(h.get("x-envoy-external-address").is_none(), "only gateways mark edge requests");
         let request_id = h["x-request-id"].as_str().unwrap();
         assert_eq!(request_id.len(), 36, "a UUID is generated: {request_id}");
