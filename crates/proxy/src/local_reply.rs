@@ -157,6 +157,11 @@ impl LocalReply {
             "request headers over 60 KiB",
         )
     }
+    /// 400, empty body: the request names no host (no `Host`, no `:authority`), as Envoy's
+    /// `missing_host_header`.
+    pub fn missing_host() -> LocalReply {
+        LocalReply::new(StatusCode::BAD_REQUEST, "", Flags::NONE, "request without a host")
+    }
     /// 400, empty body: the path cannot be normalized (an escaped NUL), as Envoy's
     /// `path_normalization_failed`.
     pub fn invalid_path() -> LocalReply {

@@ -394,6 +394,11 @@ impl Pipeline {
             }
             return resp;
         }
+        if self.parts.uri.authority().is_none() && !self.parts.headers.contains_key(header::HOST) {
+            // Envoy routes nothing without a host (RFC 9112 §3.2: an HTTP/1.1 request without one
+            // gets 400).
+            return self.local(LocalReply::missing_host());
+        }
         // Routing, the upstream and the access log see the normalized path, as with Envoy.
         match crate::path::normalize(self.path.as_str(), rt.snapshot.path_normalization) {
             Normalized::Unchanged => {}

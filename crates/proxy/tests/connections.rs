@@ -173,3 +173,25 @@ async fn request_heads_up_to_envoys_60_kib_are_read_larger_ones_get_431() {
     assert_eq!(Client::h2(port).await.get("big", "/", &[("cookie", &"c".repeat(70 * 1024))]).await.status, 431);
     assert_eq!(b.count(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_without_a_host_gets_400_as_from_envoy() {
+    let b = Backend::start("b").await;
+    let port = free_port();
+    let yaml = format!(
+        "{}{}",
+        service("nohost", port, "HTTP", &[(b.port(), "v1")]),
+        vs("nohost", "  - route: [{destination: {host: nohost}}]")
+    );
+    let _proxy = Proxy::start(&yaml).await;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nHost: nohost\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the connection was not closed");
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{out}");
+    // The connection stays usable: the next request on it is served.
+    assert!(out.contains("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert_eq!(b.count(), 1);
+}
