@@ -94,6 +94,13 @@ async fn active_connections_follow_tcp_connections() {
     wait_gauge(&state, 0).await;
 }
 
+/// One HTTP service `host` on a free port, routed to `backend`: its port and YAML.
+fn routed(host: &str, backend: &Backend) -> (u16, String) {
+    let port = free_port();
+    let route = format!("  - route: [{{destination: {{host: {host}}}}}]");
+    (port, format!("{}{}", service(host, port, "HTTP", &[(backend.port(), "v1")]), vs(host, &route)))
+}
+
 /// Sends `request` on a new connection and reads until weir closes it (bounded).
 async fn exchange_until_close(port: u16, request: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -107,12 +114,7 @@ async fn exchange_until_close(port: u16, request: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http10_requests_get_426_as_from_envoy_unless_accepted() {
     let b = Backend::start("b").await;
-    let port = free_port();
-    let yaml = format!(
-        "{}{}",
-        service("old", port, "HTTP", &[(b.port(), "v1")]),
-        vs("old", "  - route: [{destination: {host: old}}]")
-    );
+    let (port, yaml) = routed("old", &b);
     let proxy = Proxy::start(&yaml).await;
     // Keep-alive asked for, but Envoy closes after a protocol error.
     let resp = exchange_until_close(port, "GET / HTTP/1.0\r\nHost: old\r\nConnection: keep-alive\r\n\r\n").await;
@@ -132,12 +134,7 @@ async fn http10_requests_get_426_as_from_envoy_unless_accepted() {
     drop(proxy);
 
     // `--http10`: served (and closed after the response, as HTTP/1.0 without keep-alive asks).
-    let port = free_port();
-    let yaml = format!(
-        "{}{}",
-        service("old", port, "HTTP", &[(b.port(), "v1")]),
-        vs("old", "  - route: [{destination: {host: old}}]")
-    );
+    let (port, yaml) = routed("old", &b);
     let mut o = options(0);
     o.accept_http10 = true;
     let _proxy = Proxy::start_with(o, &yaml).await;
@@ -149,12 +146,7 @@ async fn http10_requests_get_426_as_from_envoy_unless_accepted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_heads_up_to_envoys_60_kib_are_read_larger_ones_get_431() {
     let b = Backend::start("b").await;
-    let port = free_port();
-    let yaml = format!(
-        "{}{}",
-        service("big", port, "HTTP", &[(b.port(), "v1")]),
-        vs("big", "  - route: [{destination: {host: big}}]")
-    );
+    let (port, yaml) = routed("big", &b);
     let _proxy = Proxy::start(&yaml).await;
     let (fits, too_big) = ("c".repeat(50 * 1024), "c".repeat(62 * 1024));
     let mut h1 = Client::h1(port).await;
@@ -177,12 +169,7 @@ async fn request_heads_up_to_envoys_60_kib_are_read_larger_ones_get_431() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_without_a_host_gets_400_as_from_envoy() {
     let b = Backend::start("b").await;
-    let port = free_port();
-    let yaml = format!(
-        "{}{}",
-        service("nohost", port, "HTTP", &[(b.port(), "v1")]),
-        vs("nohost", "  - route: [{destination: {host: nohost}}]")
-    );
+    let (port, yaml) = routed("nohost", &b);
     let _proxy = Proxy::start(&yaml).await;
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nHost: nohost\r\nConnection: close\r\n\r\n").await.unwrap();
