@@ -49,28 +49,31 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
 
+const ENVOY_INTERNAL: HeaderName = HeaderName::from_static("x-envoy-internal");
+
 /// What Envoy removes from a request it does not treat as internal (its `cleanInternalHeaders`),
 /// and a gateway also removes from edge requests: the client must not steer retries, timeouts,
 /// tracing or how the next proxy sees the request. The first three are only for the edge.
-const INTERNAL_ONLY: [&str; 17] = [
-    "x-envoy-decorator-operation",
-    "x-envoy-downstream-service-cluster",
-    "x-envoy-downstream-service-node",
-    "x-envoy-retriable-header-names",
-    "x-envoy-retry-on",
-    "x-envoy-retry-grpc-on",
-    "x-envoy-max-retries",
-    "x-envoy-upstream-alt-stat-name",
-    "x-envoy-upstream-rq-timeout-alt-response",
-    "x-envoy-expected-rq-timeout-ms",
-    "x-envoy-force-trace",
-    "x-envoy-ip-tags",
-    "x-envoy-original-url",
-    "x-envoy-hedge-on-per-try-timeout",
-    // Honoured at sidecars (Istio documents them as per-request overrides) and removed once read.
-    "x-envoy-upstream-rq-timeout-ms",
-    "x-envoy-upstream-rq-per-try-timeout-ms",
-    "x-envoy-retriable-status-codes",
+const INTERNAL_ONLY: [HeaderName; 17] = [
+    HeaderName::from_static("x-envoy-decorator-operation"),
+    HeaderName::from_static("x-envoy-downstream-service-cluster"),
+    HeaderName::from_static("x-envoy-downstream-service-node"),
+    HeaderName::from_static("x-envoy-retriable-header-names"),
+    HeaderName::from_static("x-envoy-retry-on"),
+    HeaderName::from_static("x-envoy-retry-grpc-on"),
+    HeaderName::from_static("x-envoy-max-retries"),
+    HeaderName::from_static("x-envoy-upstream-alt-stat-name"),
+    HeaderName::from_static("x-envoy-upstream-rq-timeout-alt-response"),
+    EXPECTED_TIMEOUT,
+    HeaderName::from_static("x-envoy-force-trace"),
+    HeaderName::from_static("x-envoy-ip-tags"),
+    HeaderName::from_static("x-envoy-original-url"),
+    HeaderName::from_static("x-envoy-hedge-on-per-try-timeout"),
+    // Honoured at sidecars (Istio documents them as per-request overrides), which remove them
+    // once read (`forward`).
+    RQ_TIMEOUT,
+    RQ_PER_TRY_TIMEOUT,
+    RETRIABLE_CODES,
 ];
 /// Entries of `INTERNAL_ONLY` that only an edge request loses.
 const EDGE_ONLY: usize = 3;
@@ -84,11 +87,11 @@ fn clean_internal_headers(h: &mut HeaderMap, edge: bool) {
     if !h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
         return;
     }
-    h.remove("x-envoy-internal");
+    h.remove(ENVOY_INTERNAL);
     let names =
         if edge { &INTERNAL_ONLY[..] } else { &INTERNAL_ONLY[EDGE_ONLY..INTERNAL_ONLY.len() - HONOURED_AT_SIDECARS] };
     for name in names {
-        h.remove(*name);
+        h.remove(name);
     }
 }
 
@@ -552,13 +555,15 @@ impl Pipeline {
         }
         let mut guard = cluster.guard();
 
-        // Per-request overrides (trusted at sidecars only, as Envoy trusts internal requests).
+        // Per-request overrides, at sidecars only: a gateway removed them from the request in
+        // `start` (an edge request, see `clean_internal_headers`).
         let mut timeout = route.timeout;
         let mut per_try = route.retry.as_ref().and_then(|r| r.per_try_timeout);
         let mut extra_codes = Vec::new();
         // One pass over the names instead of three lookups by name when none is present.
-        let overrides = self.parts.headers.keys().any(|k| k.as_str().starts_with("x-envoy-"));
-        if overrides && self.conn.role != ListenerRole::Gateway {
+        if self.conn.role != ListenerRole::Gateway
+            && self.parts.headers.keys().any(|k| k.as_str().starts_with("x-envoy-"))
+        {
             if let Some(ms) = header_ms(&self.parts.headers, &RQ_TIMEOUT) {
                 timeout = (ms > 0).then(|| Duration::from_millis(ms));
             }
@@ -568,9 +573,7 @@ impl Pipeline {
             if self.parts.headers.contains_key(&RETRIABLE_CODES) {
                 extra_codes = retry::header_codes(&self.parts.headers);
             }
-        }
-        if overrides {
-            for h in [&RQ_TIMEOUT, &RQ_PER_TRY_TIMEOUT, &RETRIABLE_CODES] {
+            for h in &INTERNAL_ONLY[INTERNAL_ONLY.len() - HONOURED_AT_SIDECARS..] {
                 self.parts.headers.remove(h);
             }
         }
