@@ -174,13 +174,15 @@ for run in $(seq 1 "$RUNS"); do
         done
         [ "$ok" = 1 ] || { cat "$WORK/proxy.log" "$WORK/proxy-error.log" >&2 2>/dev/null; echo "ab.sh: $bin did not serve" >&2; exit 1; }
         saturate 2 > /dev/null
+        # The subject's processes, for perf -p (nginx: master and worker).
+        # shellcheck disable=SC2046  # one pid per word
+        pids=$(echo "$wp" $(pgrep -P "$wp" || true) | tr ' ' ,)
         if [ "$WAKEUPS" = 1 ]; then
             perf stat -x, -e sched:sched_waking,ipi:ipi_send_cpu -C 0 -o "$WORK/wakeups.csv" -- sleep "$DURATION" \
                 > /dev/null 2>&1 &
             sp=$!
         fi
         if [ "$SYSCALLS" = 1 ]; then
-            pids=$(echo "$wp" $(pgrep -P "$wp" || true) | tr ' ' ,)
             perf stat -x, -e 'syscalls:sys_enter_*' -p "$pids" -o "$WORK/syscalls.csv" -- sleep "$DURATION" \
                 > /dev/null 2>&1 &
             cp=$!
@@ -188,7 +190,6 @@ for run in $(seq 1 "$RUNS"); do
         if [ -n "$PROFILE" ]; then
             mkdir -p "$PROFILE"
             pdata="$PROFILE/$(basename "$bin")-$run.data"
-            pids=$(echo "$wp" $(pgrep -P "$wp" || true) | tr ' ' ,)
             perf record -q -F 999 --call-graph dwarf,16384 -p "$pids" -o "$pdata" -- sleep "$DURATION" \
                 > /dev/null 2>&1 &
             pp=$!
