@@ -4,11 +4,13 @@
 # run alternately, and each run gives requests per weir CPU-second (CPU from /proc), split into
 # user and kernel microseconds per request.
 #
-#   bench/ab.sh [--runs N] [--duration S] [--rate R] [--h2 | --tls] [--nginx] [--wakeups]
-#               [--syscalls] [--profile DIR] BIN_A [BIN_B ...]
+#   bench/ab.sh [--runs N] [--duration S] [--rate R] [--h2 | --tls] [--nginx] [--hyper BIN]
+#               [--wakeups] [--syscalls] [--profile DIR] BIN_A [BIN_B ...]
 #
 # --nginx adds nginx as a proxy subject (1 worker, upstream keep-alive pool, as in run.sh), so
-# the split can be compared with it. --wakeups also counts, on core 0, the wake-ups of sleeping
+# the split can be compared with it. --hyper BIN adds the bare hyper reverse proxy of run.sh
+# (cargo build --release -p weir-proxy --example bare_hyper; BIN is
+# target/release/examples/bare_hyper): weir's crates with nothing of weir's own. --wakeups also counts, on core 0, the wake-ups of sleeping
 # tasks and the inter-processor interrupts sent, per request (needs perf and tracepoints).
 # --rate R offers R requests/s over 64 connections (oha) instead of saturating with wrk, so that
 # subjects are compared at the same load. --h2 runs run.sh's HTTP/2 test instead (h2load -c16
@@ -31,6 +33,7 @@ RUNS=3
 DURATION=6
 BINS=()
 NGINX=0
+HYPER=""
 WAKEUPS=0
 SYSCALLS=0
 H2=0
@@ -42,13 +45,14 @@ while [ $# -gt 0 ]; do
         --runs) RUNS=$2; shift ;;
         --duration) DURATION=$2; shift ;;
         --nginx) NGINX=1 ;;
+        --hyper) HYPER=$2; [ -x "$HYPER" ] || { echo "ab.sh: --hyper $HYPER is not an executable" >&2; exit 2; }; shift ;;
         --rate) RATE=$2; shift ;;
         --wakeups) WAKEUPS=1 ;;
         --syscalls) SYSCALLS=1 ;;
         --h2) H2=1 ;;
         --tls) TLS=1 ;;
         --profile) PROFILE=$2; shift ;;
-        -h|--help) sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) [ -x "$1" ] || { echo "ab.sh: $1 is not an executable" >&2; exit 2; }; BINS+=("$1") ;;
     esac
     shift
@@ -129,6 +133,7 @@ EOF
     } > "$WORK/proxy.conf"
     BINS+=(nginx)
 fi
+[ -z "$HYPER" ] || BINS+=("$HYPER")
 
 # utime and stime (clock ticks) of a process and its children (nginx: master + worker).
 ticks() {
@@ -156,6 +161,13 @@ for run in $(seq 1 "$RUNS"); do
         if [ "$bin" = nginx ]; then
             taskset -c 0 nginx -p "$WORK/" -e "$WORK/proxy-error.log" -c "$WORK/proxy.conf" > "$WORK/proxy.log" 2>&1 &
             port=$NPORT
+        elif [ "$bin" = "$HYPER" ]; then
+            hyper_tls=()
+            [ "$TLS" = 0 ] || hyper_tls=(--tls-listen "127.0.0.1:$TPORT" --cert "$WORK/cert.pem" --key "$WORK/key.pem")
+            taskset -c 0 "$bin" --listen "127.0.0.1:$PORT" --upstream "127.0.0.1:$UP" "${hyper_tls[@]}" \
+                > "$WORK/proxy.log" 2>&1 &
+            port=$PORT
+            [ "$TLS" = 0 ] || port=$TPORT
         else
             RUST_LOG=warn taskset -c 0 "$bin" run --config "$WORK/cfg" --role gateway --bind 127.0.0.1 \
                 --proxy-port 0 --namespace bench --concurrency 1 --access-log off \

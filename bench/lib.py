@@ -567,8 +567,9 @@ def cmd_profile_summary(a):
 
 # --- report -----------------------------------------------------------------------------------
 
-SUBJECTS = ["direct", "nginx", "haproxy", "weir"]
-PROXIES = ["nginx", "haproxy", "weir"]
+# hyper: the bare hyper reverse proxy (crates/proxy/examples/bare_hyper.rs), weir's crates alone.
+SUBJECTS = ["direct", "nginx", "haproxy", "hyper", "weir"]
+PROXIES = ["nginx", "haproxy", "hyper", "weir"]
 
 # (test, metric, label, unit, higher_is_better, goal)  goal: (kind, value) evaluated for weir.
 ROWS = [
@@ -699,7 +700,7 @@ def cmd_report(a):
     tests = {k[1] for k in data}
     lines = []
     hdr = ["Test"] + subjects
-    ratios = [("weir", "nginx"), ("weir", "haproxy"), ("nginx", "haproxy")]
+    ratios = [("weir", "nginx"), ("weir", "haproxy"), ("weir", "hyper"), ("nginx", "haproxy")]
     ratios = [r for r in ratios if r[0] in subjects and r[1] in subjects]
     hdr += [f"{x} / {y}" for x, y in ratios] + ["Goal (weir)"]
     lines.append("| " + " | ".join(hdr) + " |")

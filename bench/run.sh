@@ -12,7 +12,8 @@
 #   --passes N           passes (default 3)
 #   --duration S         seconds per load run (default 10)
 #   --only LIST          tests, comma separated: saturation latency h2 tls tcp memory reload
-#   --subjects LIST      subjects, comma separated: direct nginx haproxy weir (default: all)
+#   --subjects LIST      subjects, comma separated: direct nginx haproxy hyper weir (default: all;
+#                        hyper is a bare hyper reverse proxy, weir's crates without weir, HTTP tests only)
 #   --no-record          print the table only; do not append to BENCHMARKS.md
 #   --no-build           use target/release/weir as it is (or WEIR_BIN=path)
 #   --keep               keep the work directory (configs, tool output, logs)
@@ -35,7 +36,7 @@ QUICK=0
 BUILD=1
 KEEP=0
 ONLY=saturation,latency,h2,tls,tcp,memory,reload
-SUBJECT_LIST=direct,nginx,haproxy,weir
+SUBJECT_LIST=direct,nginx,haproxy,hyper,weir
 SMALL=1000
 LARGE=10000
 RELOAD_SERVICES=5000
@@ -64,8 +65,8 @@ for t in ${ONLY//,/ }; do
 done
 SUBJECTS=()
 for s in ${SUBJECT_LIST//,/ }; do
-    case "$s" in direct|nginx|haproxy|weir) SUBJECTS+=("$s") ;;
-        *) echo "run.sh: unknown subject '$s' (direct nginx haproxy weir)" >&2; exit 2 ;; esac
+    case "$s" in direct|nginx|haproxy|hyper|weir) SUBJECTS+=("$s") ;;
+        *) echo "run.sh: unknown subject '$s' (direct nginx haproxy hyper weir)" >&2; exit 2 ;; esac
 done
 wants() { case ",$ONLY," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
@@ -110,6 +111,12 @@ if [ "$BUILD" = 1 ] && [ -z "${WEIR_BIN:-}" ]; then
     cargo build --release -p weir --quiet
 fi
 [ -x "$WEIR" ] || die "$WEIR does not exist (build it, or drop --no-build)"
+# The bare hyper reverse proxy (subject "hyper"): weir's HTTP crates with nothing of weir's own.
+HYPER=${HYPER_BIN:-$REPO/target/release/examples/bare_hyper}
+if [[ ",$SUBJECT_LIST," == *,hyper,* ]] && [ "$BUILD" = 1 ] && [ -z "${HYPER_BIN:-}" ]; then
+    log "building the bare hyper proxy (cargo build --release -p weir-proxy --example bare_hyper)"
+    cargo build --release -p weir-proxy --example bare_hyper --quiet
+fi
 
 # --- 3. Pinning -------------------------------------------------------------------------------
 if [ "$(nproc)" -ge 2 ] && taskset -c 0 true 2>/dev/null && taskset -c 1 true 2>/dev/null; then
@@ -250,7 +257,25 @@ start_subject() {
         nginx) start_nginx "$g" "${3:-}" "${4:-}" ;;
         haproxy) start_haproxy "$g" "${3:-}" "${4:-}" ;;
         weir) start_weir "$g" "${3:-}" "${4:-}" ;;
+        hyper) start_hyper "$g" ;;
     esac
+}
+
+# The bare hyper proxy serves HTTP/1.1 and h2c on one port, and HTTPS on another; it has no
+# TCP proxying, no config to hold in memory and nothing to reload.
+start_hyper() {
+    local tls=()
+    [ -x "$HYPER" ] || { SKIP="$HYPER does not exist (build it, or drop --no-build)"; return 1; }
+    case "$1" in
+        http|h2) SPORT=$S_HTTP ;;
+        tls) SPORT=$S_TLS; tls=(--tls-listen "127.0.0.1:$S_TLS" --cert "$WORK/tls/cert.pem" --key "$WORK/tls/key.pem") ;;
+        *) SKIP="not applicable (a bare HTTP proxy)"; return 1 ;;
+    esac
+    "${PIN_SUBJECT[@]}" "$HYPER" --listen "127.0.0.1:$S_HTTP" --upstream "127.0.0.1:$UP_HTTP" "${tls[@]}" \
+        > "$WORK/hyper-$1.out" 2>&1 &
+    SPID=$!; PIDS+=("$SPID")
+    python3 "$LIB" wait-listen "$SPORT" --pid "$SPID" --timeout 30 \
+        || { SKIP="the bare hyper proxy did not start: $(tail -c 200 "$WORK/hyper-$1.out" | tr '\n' ' ')"; return 1; }
 }
 
 start_nginx() {
@@ -571,7 +596,7 @@ group_http() {   # pass subject
 group_h2() {
     local p=$1 s=$2 url
     if ! start_subject "$s" h2; then skip "$p" h2 "$s" "$SKIP"; stop_subject; return 0; fi
-    [ "$s" = weir ] && SPORT=$S_HTTP   # weir serves HTTP/1.1 and h2c (prior knowledge) on one port
+    [ "$s" = weir ] && SPORT=$S_HTTP   # weir and hyper serve HTTP/1.1 and h2c (prior knowledge) on one port
     url="http://127.0.0.1:$SPORT/"
     if probe "$p" h2 "$s" "$url" --http2-prior-knowledge; then
         timeout $(( WARMUP + 30 )) "${PIN_LOAD[@]}" h2load -c16 -m32 -D "$WARMUP" "$url" >/dev/null 2>&1 || true
@@ -594,6 +619,7 @@ group_tls() {
 
 group_tcp() {
     local p=$1 s=$2 ipid
+    [ "$s" = hyper ] && return 0   # no TCP proxying
     if ! start_subject "$s" tcp; then skip "$p" tcp "$s" "$SKIP"; stop_subject; return 0; fi
     "${PIN_LOAD[@]}" iperf3 -s -1 -B 127.0.0.1 -p "$IPERF_PORT" > "$WORK/iperf3-server.out" 2>&1 &
     ipid=$!; PIDS+=("$ipid")
@@ -613,6 +639,7 @@ group_memory() {   # RSS with generated configs: 1, SMALL, LARGE services x 10 e
         if start_subject "$s" http; then record_idle "$p" "$s"; fi
         stop_subject
     fi
+    [ "$s" = hyper ] && return 0   # idle only: it holds no config
     for spec in "rss_1 1 10" "rss_small $SMALL 10" "rss_large $LARGE 10" "rss_large_1ep $LARGE 1"; do
         read -r key n e <<<"$spec"
         if ! start_subject "$s" mem "$n" "$e"; then skip "$p" memory "$s" "$SKIP"; stop_subject; return 0; fi
@@ -630,7 +657,7 @@ group_memory() {   # RSS with generated configs: 1, SMALL, LARGE services x 10 e
 
 group_reload() {
     local p=$1 s=$2 target=$(( RELOAD_SERVICES / 2 )) dir
-    [ "$s" = direct ] && return 0
+    case "$s" in direct|hyper) return 0 ;; esac
     if ! start_subject "$s" reload "$RELOAD_SERVICES"; then skip "$p" reload "$s" "$SKIP"; stop_subject; return 0; fi
     case "$s" in
         weir)
@@ -671,7 +698,7 @@ REPORT="$WORK/report.md"
 CMD="bench/run.sh"
 [ "$QUICK" = 1 ] && CMD+=" --quick"
 [ "$ONLY" != saturation,latency,h2,tls,tcp,memory,reload ] && CMD+=" --only $ONLY"
-[ "$SUBJECT_LIST" != direct,nginx,haproxy,weir ] && CMD+=" --subjects $SUBJECT_LIST"
+[ "$SUBJECT_LIST" != direct,nginx,haproxy,hyper,weir ] && CMD+=" --subjects $SUBJECT_LIST"
 [ "$PASSES" != 3 ] && [ "$QUICK" = 0 ] && CMD+=" --passes $PASSES"
 [ "$DURATION" != 10 ] && [ "$QUICK" = 0 ] && CMD+=" --duration $DURATION"
 {
