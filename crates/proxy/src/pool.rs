@@ -1027,6 +1027,48 @@ mod tests {
         assert!(!Sending::start().1);
     }
 
+    #[tokio::test]
+    async fn an_idle_http1_connection_holds_no_read_buffer() {
+        use http_body_util::BodyExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if sock.read(&mut byte).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                head.push(byte[0]);
+            }
+            sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello").await.unwrap();
+            // Stays open, as a keep-alive upstream does.
+            let _ = sock.read(&mut byte).await;
+        });
+        let connector = || Connector {
+            target: crate::connect::Target::Addr(addr),
+            timeout: Duration::from_secs(5),
+            tls: None,
+            keepalive: None,
+        };
+        let pool = Arc::new(Pool::new(
+            [connector(), connector()],
+            ConnSettings::of(&ConnectionPool::default()),
+            breakers(|_| {}),
+        ));
+        let uri: Uri = format!("http://{addr}/").parse().unwrap();
+        let (resp, _lease) =
+            pool.send_h1(&http::Method::GET, &uri, &http::HeaderMap::new(), ReqBody::Empty).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "hello");
+        let inner = pool.lock();
+        assert_eq!(inner.idle.len(), 1, "the connection is back in the pool");
+        assert_eq!(inner.idle[0].conn.rbuf.capacity(), 0, "its read buffer went back to the allocator");
+    }
+
     fn breakers(f: impl FnOnce(&mut ConnectionPool)) -> Arc<Breakers> {
         let mut p = ConnectionPool::default();
         f(&mut p);

@@ -640,10 +640,14 @@ pub(crate) struct H1Body {
 impl H1Body {
     /// The response is complete: the connection goes back to the pool or closes.
     fn finish(&mut self) {
-        let Some(conn) = self.conn.take() else { return };
+        let Some(mut conn) = self.conn.take() else { return };
         let clean = self.reusable && self.upload.is_none() && conn.rbuf.is_empty() && !self.eof;
         self.upload = None;
         if clean && let Some(p) = self.pool.upgrade() {
+            // An idle connection holds no read buffer: the block goes back to the allocator
+            // once the response's bytes are written, and the next read on any connection
+            // takes the most recently freed one, still in the cache.
+            conn.rbuf = BytesMut::new();
             p.give_h1(conn);
         }
     }
