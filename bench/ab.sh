@@ -10,8 +10,9 @@
 # --nginx adds nginx as a proxy subject (1 worker, upstream keep-alive pool, as in run.sh), so
 # the split can be compared with it. --hyper BIN adds the bare hyper reverse proxy of run.sh
 # (cargo build --release -p weir-proxy --example bare_hyper; BIN is
-# target/release/examples/bare_hyper): weir's crates with nothing of weir's own. --wakeups also counts, on core 0, the wake-ups of sleeping
-# tasks and the inter-processor interrupts sent, per request (needs perf and tracepoints).
+# target/release/examples/bare_hyper): weir's crates with nothing of weir's own. --wakeups also
+# counts, on core 0, the wake-ups of sleeping tasks and the inter-processor interrupts sent, per
+# request (needs perf and tracepoints).
 # --rate R offers R requests/s over 64 connections (oha) instead of saturating with wrk, so that
 # subjects are compared at the same load. --h2 runs run.sh's HTTP/2 test instead (h2load -c16
 # -m32 over h2c; nginx then listens with http2). --tls runs run.sh's TLS keep-alive test instead
@@ -52,7 +53,7 @@ while [ $# -gt 0 ]; do
         --h2) H2=1 ;;
         --tls) TLS=1 ;;
         --profile) PROFILE=$2; shift ;;
-        -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) [ -x "$1" ] || { echo "ab.sh: $1 is not an executable" >&2; exit 2; }; BINS+=("$1") ;;
     esac
     shift

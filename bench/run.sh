@@ -15,7 +15,8 @@
 #   --subjects LIST      subjects, comma separated: direct nginx haproxy hyper weir (default: all;
 #                        hyper is a bare hyper reverse proxy, weir's crates without weir, HTTP tests only)
 #   --no-record          print the table only; do not append to BENCHMARKS.md
-#   --no-build           use target/release/weir as it is (or WEIR_BIN=path)
+#   --no-build           use target/release/weir and examples/bare_hyper as they are
+#                        (or WEIR_BIN=path, HYPER_BIN=path)
 #   --keep               keep the work directory (configs, tool output, logs)
 #
 # Needs Debian and a Rust toolchain. As root it installs what is missing: nginx (+ stream
@@ -52,7 +53,7 @@ while [ $# -gt 0 ]; do
         --no-record) RECORD=0 ;;
         --no-build) BUILD=0 ;;
         --keep) KEEP=1 ;;
-        -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
     esac
     shift
@@ -596,7 +597,7 @@ group_http() {   # pass subject
 group_h2() {
     local p=$1 s=$2 url
     if ! start_subject "$s" h2; then skip "$p" h2 "$s" "$SKIP"; stop_subject; return 0; fi
-    [ "$s" = weir ] && SPORT=$S_HTTP   # weir and hyper serve HTTP/1.1 and h2c (prior knowledge) on one port
+    [ "$s" = weir ] && SPORT=$S_HTTP   # weir serves HTTP/1.1 and h2c (prior knowledge) on one port
     url="http://127.0.0.1:$SPORT/"
     if probe "$p" h2 "$s" "$url" --http2-prior-knowledge; then
         timeout $(( WARMUP + 30 )) "${PIN_LOAD[@]}" h2load -c16 -m32 -D "$WARMUP" "$url" >/dev/null 2>&1 || true
