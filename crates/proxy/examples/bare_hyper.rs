@@ -115,7 +115,11 @@ async fn accept(
     upstream: Authority,
 ) {
     loop {
-        let Ok((sock, _)) = listener.accept().await else { continue };
+        let Ok((sock, _)) = listener.accept().await else {
+            // Usually out of file descriptors: wait instead of spinning.
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            continue;
+        };
         let _ = sock.set_nodelay(true);
         let (client, upstream, tls) = (client.clone(), upstream.clone(), tls.clone());
         tokio::spawn(async move {
