@@ -82,10 +82,11 @@ const HONOURED_AT_SIDECARS: usize = 3;
 
 /// Removes the internal-only `x-envoy-*` headers (one pass over the names first; most requests
 /// carry none) and `x-envoy-internal`, which Envoy sets itself and only for internal requests.
-/// `edge`: the request came into the mesh through a gateway.
-fn clean_internal_headers(h: &mut HeaderMap, edge: bool) {
+/// `edge`: the request came into the mesh through a gateway. Returns whether the request
+/// carried any `x-envoy-*` header, i.e. whether a sidecar may find an override left to read.
+fn clean_internal_headers(h: &mut HeaderMap, edge: bool) -> bool {
     if !h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
-        return;
+        return false;
     }
     h.remove(ENVOY_INTERNAL);
     let names =
@@ -93,6 +94,7 @@ fn clean_internal_headers(h: &mut HeaderMap, edge: bool) {
     for name in names {
         h.remove(name);
     }
+    true
 }
 
 /// Overwrites the response's `Server` header as Istio configures Envoy to (server header
@@ -213,10 +215,13 @@ fn start(conn: Arc<Conn>, req: Request<Incoming>) -> (Box<Pipeline>, Incoming) {
     };
     // From the downstream connection, as Envoy sets it.
     let proto = HeaderValue::from_static(conn.scheme());
+    // Whether `forward` looks for the per-request overrides (sidecars only).
+    let overrides;
     let forwarded_for = if gateway {
         // Every client of a gateway is outside the mesh: Envoy's current default trusts no
         // address as internal (`internal_address_config`), so each request is an edge request.
         clean_internal_headers(&mut parts.headers, true);
+        overrides = false;
         parts.headers.insert(EXTERNAL_ADDRESS, conn.peer_ip.clone());
         let xff = append_forwarded_for(&mut parts.headers, &conn.peer_ip);
         parts.headers.insert(X_FORWARDED_PROTO, proto);
@@ -224,7 +229,7 @@ fn start(conn: Arc<Conn>, req: Request<Incoming>) -> (Box<Pipeline>, Incoming) {
     } else {
         // An application's request carries no `x-forwarded-for`, so Envoy does not treat it as
         // internal either.
-        clean_internal_headers(&mut parts.headers, false);
+        overrides = clean_internal_headers(&mut parts.headers, false);
         if !parts.headers.contains_key(&X_FORWARDED_PROTO) {
             parts.headers.insert(X_FORWARDED_PROTO, proto);
         }
@@ -254,7 +259,7 @@ fn start(conn: Arc<Conn>, req: Request<Incoming>) -> (Box<Pipeline>, Incoming) {
         active: None,
         written: false,
     });
-    (Box::new(Pipeline { conn, x, parts, authority, path, upgrade, oversize }), body)
+    (Box::new(Pipeline { conn, x, parts, authority, path, upgrade, oversize, overrides }), body)
 }
 
 /// The size of a request head as Envoy's `max_request_headers_kb` counts it: names, values and
@@ -299,6 +304,9 @@ struct Pipeline {
     upgrade: Option<websocket::Upgrade>,
     /// The request head is over Envoy's `max_request_headers_kb`: answered with 431.
     oversize: bool,
+    /// A sidecar's request that carried `x-envoy-*` headers, which may include the per-request
+    /// overrides `forward` reads (`start` scanned the names once).
+    overrides: bool,
 }
 
 /// How an upstream exchange ended without a usable response.
@@ -560,10 +568,7 @@ impl Pipeline {
         let mut timeout = route.timeout;
         let mut per_try = route.retry.as_ref().and_then(|r| r.per_try_timeout);
         let mut extra_codes = Vec::new();
-        // One pass over the names instead of three lookups by name when none is present.
-        if self.conn.role != ListenerRole::Gateway
-            && self.parts.headers.keys().any(|k| k.as_str().starts_with("x-envoy-"))
-        {
+        if self.overrides {
             if let Some(ms) = header_ms(&self.parts.headers, &RQ_TIMEOUT) {
                 timeout = (ms > 0).then(|| Duration::from_millis(ms));
             }
