@@ -88,12 +88,10 @@ pub fn compile(input: Input<'_>, node: &Node) -> Snapshot {
     let services = cx.reachable_services();
     let clusters = crate::cluster::build(&services, &cx.drs, &node.namespace, input.mesh, &mut out.messages);
     out.clusters.extend(clusters);
-    let mut snapshot = finish(out, node);
-    snapshot.path_normalization = input.mesh.path_normalization.mode();
-    snapshot
+    finish(out, node, input.mesh)
 }
 
-fn finish(mut out: Builder, node: &Node) -> Snapshot {
+fn finish(mut out: Builder, node: &Node, mesh: &MeshConfig) -> Snapshot {
     out.listeners.sort_by(|a, b| (a.port, &a.name).cmp(&(b.port, &b.name)));
     out.route_tables.sort_by(|a, b| a.name.cmp(&b.name));
     out.route_tables.dedup_by(|a, b| a.name == b.name);
@@ -110,6 +108,6 @@ fn finish(mut out: Builder, node: &Node) -> Snapshot {
         route_tables: out.route_tables,
         clusters: out.clusters,
         messages: out.messages.into_vec(),
-        path_normalization: Default::default(),
+        path_normalization: mesh.path_normalization.mode(),
     }
 }
